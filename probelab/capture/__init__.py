@@ -1,0 +1,38 @@
+"""Hidden-state capture: ``capture(model, tokenizer, texts, select=...)`` → :class:`Captures`.
+
+Backends are a registry: ``hf`` (default; batched, hooks on the model's blocks, exposes extra
+streams of recordable models such as Control LLM) and ``transformer-lens`` (TransformerBridge
+``run_with_cache``, for users who want TL hook names). Both return the same container and agree.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import CaptureError
+from .container import Captures
+from .hf import SELECTIONS, capture_hf, position_ids_from_mask
+from .recorder import Recorder, decoder_layers, hook_residual, record
+
+BACKENDS: dict[str, Callable[..., Captures]] = {"hf": capture_hf}
+
+
+def register_backend(name: str, fn: Callable[..., Captures]) -> None:
+    BACKENDS[name] = fn
+
+
+def capture(model, tokenizer, texts, select: str = "last", backend: str = "hf", **kwargs) -> Captures:
+    """Residual-stream states after every layer (and the embeddings) for ``texts``.
+
+    ``select``: ``last`` (last real token), ``mean`` (mean over real tokens, BOS excluded) or
+    ``all`` (every real token, ragged). Extra keyword arguments go to the backend
+    (``batch_size``, ``max_length``, ``progress``).
+    """
+    if backend == "transformer-lens" and backend not in BACKENDS:
+        from . import tl  # noqa: F401  (registers itself; imports transformer-lens lazily)
+    if backend not in BACKENDS:
+        raise CaptureError(f"unknown capture backend {backend!r}; choose one of {', '.join(BACKENDS)}, transformer-lens")
+    return BACKENDS[backend](model, tokenizer, texts, select=select, **kwargs)
+
+
+__all__ = ["capture", "Captures", "Recorder", "record", "hook_residual", "decoder_layers", "SELECTIONS",
+           "register_backend", "BACKENDS", "position_ids_from_mask"]

