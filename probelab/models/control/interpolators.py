@@ -1,0 +1,162 @@
+"""Interpolators: merge the pretrained and expanded branch outputs of a concat layer.
+
+Every interpolator maps ``(h_in, h_pre, h_exp)`` (block input and the two branch outputs,
+``[B, T, d]``) to ``(merged [B, T, d], weight)``, where ``weight`` is the weight of the expanded
+branch, ``[B, T, 1]`` per token or a 0-d tensor (Lerp). At initialisation h_pre == h_exp, so every
+interpolator below returns exactly h_pre: the expanded model equals the base model.
+
+Adding an interpolator is adding one class decorated with ``@register_interpolator("name")``
+(and its name to ``config.INTERPOLATOR_NAMES``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ExpansionConfig
+
+INTERPOLATORS: dict[str, type["Interpolator"]] = {}
+
+
+def register_interpolator(name: str):
+    def deco(cls):
+        INTERPOLATORS[name] = cls
+        cls.kind = name
+        return cls
+    return deco
+
+
+def build_interpolator(cfg: ExpansionConfig, hidden_size: int) -> "Interpolator":
+    return INTERPOLATORS[cfg.interpolation](hidden_size, cfg)
+
+
+class Interpolator(nn.Module):
+    kind = ""
+
+    def __init__(self, hidden_size: int, cfg: ExpansionConfig) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.init_logit = float(cfg.lerp_init)
+
+    def reset_parameters(self) -> None:
+        """The identity-preserving initialisation (also re-applied by HF weight initialisation)."""
+
+    def forward(self, h_in, h_pre, h_exp) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def blend(h_pre, h_exp, w):
+        """(1 - w)·h_pre + w·h_exp, written as h_pre + w·(h_exp - h_pre) so equal branches give h_pre exactly."""
+        return h_pre + w * (h_exp - h_pre)
+
+
+@register_interpolator("lerp")
+class Lerp(Interpolator):
+    """One learned scalar per layer: w = sigmoid(f), f initialised to ``lerp_init`` (0 → w = 0.5)."""
+
+    def __init__(self, hidden_size, cfg):
+        super().__init__(hidden_size, cfg)
+        self.logit = nn.Parameter(torch.zeros(()), requires_grad=not cfg.freeze_interpolator)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.logit.fill_(self.init_logit)
+
+    def forward(self, h_in, h_pre, h_exp):
+        w = torch.sigmoid(self.logit).to(h_pre.dtype)
+        return self.blend(h_pre, h_exp, w), w
+
+
+@register_interpolator("dlerp")
+class Dlerp(Interpolator):
+    """Per-token weight from both branch outputs: w = sigmoid(Linear(2d → 1)([h_pre; h_exp])), bias = f."""
+
+    def __init__(self, hidden_size, cfg):
+        super().__init__(hidden_size, cfg)
+        self.gate = nn.Linear(2 * hidden_size, 1)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.gate.weight.zero_()
+        self.gate.bias.fill_(self.init_logit)
+
+    def forward(self, h_in, h_pre, h_exp):
+        w = torch.sigmoid(self.gate(torch.cat([h_pre, h_exp], dim=-1)))
+        return self.blend(h_pre, h_exp, w), w
+
+
+@register_interpolator("dlerpin")
+class DlerpIn(Interpolator):
+    """Per-token weight from the block input: w = sigmoid(Linear(d → 1)(h_in)), bias = f."""
+
+    def __init__(self, hidden_size, cfg):
+        super().__init__(hidden_size, cfg)
+        self.gate = nn.Linear(hidden_size, 1)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.gate.weight.zero_()
+        self.gate.bias.fill_(self.init_logit)
+
+    def forward(self, h_in, h_pre, h_exp):
+        w = torch.sigmoid(self.gate(h_in))
+        return self.blend(h_pre, h_exp, w), w
+
+
+@register_interpolator("plerp")
+class Plerp(Interpolator):
+    """Progressive Lerp: (1 - w)·Lateral(h_pre) + w·h_exp, Lateral a d×d linear initialised to identity.
+
+    The lateral map lets the pretrained features be re-mixed before merging (the official code's
+    "prog" connection); identity init keeps the expanded model equal to the base at step 0.
+    """
+
+    def __init__(self, hidden_size, cfg):
+        super().__init__(hidden_size, cfg)
+        self.logit = nn.Parameter(torch.zeros(()), requires_grad=not cfg.freeze_interpolator)
+        self.lateral = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.logit.fill_(self.init_logit)
+        self.lateral.weight.copy_(torch.eye(self.hidden_size))
+
+    def forward(self, h_in, h_pre, h_exp):
+        w = torch.sigmoid(self.logit).to(h_pre.dtype)
+        return self.blend(self.lateral(h_pre), h_exp, w), w
+
+
+@register_interpolator("moe")
+class MoE(Interpolator):
+    """Top-1 routing per token between the two branches, switch-transformer style.
+
+    gate: Linear(d → 2) on the block input, p = softmax. Each token takes the branch with the
+    larger probability, scaled by p / p.detach(): the forward value is the chosen branch output
+    unchanged (so the base model is reproduced exactly at init) while the gradient reaches the gate
+    through p. **Difference from the official code:** it gathers the chosen branch with a hard
+    argmax, so the LM loss never trains the gate; here the gate learns from the LM loss.
+    Init: weight 0, bias (0, f) with f = ``lerp_init`` → ties go to the pretrained branch.
+    The reported weight is 1.0 where the expanded branch is chosen, else 0.0.
+    """
+
+    def __init__(self, hidden_size, cfg):
+        super().__init__(hidden_size, cfg)
+        self.gate = nn.Linear(hidden_size, 2)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.gate.weight.zero_()
+        self.gate.bias.copy_(torch.tensor([0.0, self.init_logit]))
+
+    def forward(self, h_in, h_pre, h_exp):
+        p = torch.softmax(self.gate(h_in).float(), dim=-1)
+        choose_exp = (p[..., 1] > p[..., 0]).unsqueeze(-1)
+        p_chosen = torch.where(choose_exp, p[..., 1:2], p[..., 0:1])
+        scale = (p_chosen / p_chosen.detach()).to(h_pre.dtype)  # == 1 in value, carries the gate gradient
+        merged = torch.where(choose_exp, h_exp, h_pre) * scale
+        return merged, choose_exp.to(h_pre.dtype)
