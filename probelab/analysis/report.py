@@ -1,0 +1,216 @@
+"""Self-contained offline HTML reports (plotly.js is inlined once; no CDN, no network).
+
+``alignment_report(result)`` → one page with the score, per-layer drift curves, the UMAP maps,
+neighbour tables and pair heatmaps. Every figure is a ``<div id="fig-...">``; :data:`FIGURES` lists
+them so tests and users can check a page is complete.
+"""
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+FIGURES = ("fig-drift", "fig-umap-layer", "fig-umap-side", "fig-umap-category", "fig-pairs", "tbl-neighbors")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222}
+h1{font-size:1.5em} h2{margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
+th{background:#f4f4f4} .num{text-align:right;font-variant-numeric:tabular-nums} .lost{color:#b22}
+.score{font-size:2em;font-weight:600} .note{color:#666;font-size:13px}
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A full HTML page with plotly.js inlined in the head."""
+    from plotly.offline import get_plotlyjs
+
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style><script type=\"text/javascript\">{get_plotlyjs()}</script></head>"
+            f"<body>{body}</body></html>\n")
+
+
+def fig_html(fig, div_id: str) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+
+
+def table_html(df: pd.DataFrame, table_id: str | None = None, floatfmt: str = "{:.4f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for v in r.values:
+            if isinstance(v, (float, np.floating)):
+                cells.append(f"<td class=\"num\">{'-' if not np.isfinite(v) else floatfmt.format(v)}</td>")
+            else:
+                cells.append(f"<td>{html.escape('-' if v is None else str(v))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    tid = f" id=\"{table_id}\"" if table_id else ""
+    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+# ---- figures of one alignment -----------------------------------------------------------------
+DRIFT_PANELS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("cosine (A vs B)", [("cosine", "last token"), ("cosine_mean_token", "mean token")]),
+    ("Euclidean distance", [("euclidean", "raw, last"), ("euclidean_mean_token", "raw, mean")]),
+    ("Euclidean, L2-normalised", [("euclidean_l2", "last token"), ("euclidean_l2_mean_token", "mean token")]),
+    ("norm difference |B|-|A|", [("norm_diff", "last token")]),
+    ("neighbour retention@k", [("nn_retention", "cosine"), ("nn_retention_euclidean", "Euclidean")]),
+    ("pair cosine (semantic stability)", [("pair_cosine_pretrained", "side A"), ("pair_cosine_expanded", "side B"),
+                                          ("offset_consistency", "offset consistency")]),
+]
+
+
+def drift_figure(rows: list[dict], with_weight: bool):
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    panels = DRIFT_PANELS + ([("interpolation weight w", [("weight", "mean w")])] if with_weight else [])
+    cols = 3
+    nrows = -(-len(panels) // cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[p[0] for p in panels])
+    x = [r["layer"] for r in rows]
+    for pi, (_, series) in enumerate(panels):
+        row, col = pi // cols + 1, pi % cols + 1
+        for key, name in series:
+            y = [r.get(key) for r in rows]
+            std = [r.get(f"{key}_std") for r in rows]
+            err = dict(type="data", array=std, visible=True) if all(s is not None for s in std) else None
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{key}", legendgroup=key,
+                                     error_y=err, hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.4f}}<extra></extra>"),
+                          row=row, col=col)
+        fig.update_xaxes(title_text="layer", row=row, col=col)
+    fig.update_layout(height=330 * nrows, showlegend=True, margin=dict(t=40, l=40, r=20, b=40))
+    return fig
+
+
+SYMBOLS = {"pretrained": "circle", "expanded": "diamond"}
+
+
+def umap_figure(df: pd.DataFrame, color: str, title: str):
+    """UMAP scatter coloured by ``layer`` (continuous), ``side`` or ``category``; symbol = side."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    palette = px.colors.qualitative.Dark24
+    groups = ["pretrained", "expanded"] if color in ("layer", "side") else sorted(df[color].astype(str).unique())
+    for gi, g in enumerate(groups):
+        for side in ("pretrained", "expanded"):
+            d = df[(df["side"] == side) & ((df[color].astype(str) == g) if color == "category" else (df["side"] == g))]
+            if not len(d):
+                continue
+            if color == "layer":
+                marker = dict(color=d["layer"], colorscale="Viridis", showscale=side == "pretrained",
+                              colorbar=dict(title="layer"), cmin=df["layer"].min(), cmax=df["layer"].max())
+            else:
+                marker = dict(color=palette[gi % len(palette)])
+            marker.update(symbol=SYMBOLS[side], size=6, opacity=0.8)
+            name = side if color in ("layer", "side") else f"{g} ({side})"
+            fig.add_trace(go.Scatter(
+                x=d["x"], y=d["y"], mode="markers", name=name, marker=marker, legendgroup=str(g),
+                customdata=np.stack([d["text"], d["layer"], d["category"]], axis=1),
+                hovertemplate="%{customdata[0]}<br>layer %{customdata[1]} · %{customdata[2]}<extra>" + side + "</extra>"))
+            if color == "side":
+                break
+    fig.update_layout(title=title, height=560, xaxis_title="UMAP 1", yaxis_title="UMAP 2")
+    return fig
+
+
+def pair_figure(pairs: pd.DataFrame):
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    d = pairs[pairs["token"] == "last"]
+    names = ["pair_cosine_pretrained", "pair_cosine_expanded", "pair_cosine_change"]
+    titles = ["pair cosine, side A", "pair cosine, side B", "change (B - A)"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, shared_yaxes=True)
+    labels = (d.drop_duplicates("pair_id").set_index("pair_id")
+              .apply(lambda r: f"{r['sentence_0']} / {r['sentence_1']}", axis=1))
+    for i, name in enumerate(names):
+        m = d.pivot(index="pair_id", columns="layer", values=name).loc[labels.index]
+        scale = "RdBu" if name.endswith("change") else "Viridis"
+        zmid = 0.0 if name.endswith("change") else None
+        fig.add_trace(go.Heatmap(z=m.values, x=[str(c) for c in m.columns], y=list(labels.values), colorscale=scale,
+                                 zmid=zmid, showscale=(i != 0), colorbar=dict(x=0.64 if i == 1 else 1.0, len=0.9),
+                                 hovertemplate="%{y}<br>layer %{x}: %{z:.4f}<extra></extra>"), row=1, col=i + 1)
+        fig.update_xaxes(title_text="layer", type="category", row=1, col=i + 1)
+    fig.update_layout(height=max(400, 14 * len(labels) + 120), margin=dict(l=260))
+    return fig
+
+
+def neighbour_tables(result, layers: list[int]) -> str:
+    nn = result.tables["neighbors"]
+    nn = nn[nn["metric"] == "cosine"]
+    probes = result.tables["probes"]
+    probes = probes[probes["token"] == "last"]
+    k = int(result.summary["k"])
+    parts = []
+    for layer in layers:
+        d = nn[nn["layer"] == layer]
+        texts = d[(d["side"] == "pretrained") & (d["rank"] == 1)].sort_values("probe")["text"].to_numpy()
+        n = len(texts)
+        side = {s: d[d["side"] == s].sort_values(["probe", "rank"]) for s in ("pretrained", "expanded")}
+        a_idx = side["pretrained"]["neighbor"].to_numpy().reshape(n, k)
+        a_txt = side["pretrained"]["neighbor_text"].to_numpy().reshape(n, k)
+        b_idx = side["expanded"]["neighbor"].to_numpy().reshape(n, k)
+        b_txt = side["expanded"]["neighbor_text"].to_numpy().reshape(n, k)
+        ret = probes[probes["layer"] == layer].sort_values("probe")["nn_retention"].to_numpy()
+        rows = []
+        for i in range(n):
+            kept = set(a_idx[i].tolist())
+            bcells = ", ".join(html.escape(t) if j in kept else f"<span class=\"lost\">{html.escape(t)}</span>"
+                               for j, t in zip(b_idx[i], b_txt[i]))
+            rows.append(f"<tr><td>{html.escape(texts[i])}</td><td>{html.escape(', '.join(a_txt[i]))}</td>"
+                        f"<td>{bcells}</td><td class=\"num\">{ret[i]:.2f}</td></tr>")
+        parts.append(f"<h3>layer {layer} (cosine neighbours; red: not a side-A neighbour)</h3><table><thead><tr>"
+                     "<th>probe</th><th>neighbours, side A</th><th>neighbours, side B</th><th>retention@k</th>"
+                     f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return "".join(parts)
+
+
+def _section(title: str, content: str, note: str = "") -> str:
+    n = f"<p class=\"note\">{note}</p>" if note else ""
+    return f"<h2>{html.escape(title)}</h2>{n}{content}"
+
+
+def alignment_report(result) -> str:
+    """The report page of one :class:`~probelab.analysis.align.AlignmentResult`."""
+    s = result.summary
+    rows = result.layer_rows
+    sides = s["sides"]
+    comp = pd.DataFrame([{"component": k, "value": (np.nan if v is None else v)} for k, v in s["components"].items()])
+    sil = pd.DataFrame([{"silhouette of layer labels": k, "value": (np.nan if v is None else v)}
+                        for k, v in s["silhouette"].items()])
+    head = (f"<h1>probelab alignment: {html.escape(s['checkpoint'])}</h1>"
+            f"<p>mode <b>{s['mode']}</b>; side A = {html.escape(sides['pretrained'])}; side B = "
+            f"{html.escape(sides['expanded'])}; probes <b>{html.escape(str(s['probes']))}</b> ({s['n_probes']} sentences,"
+            f" {s['n_pairs']} pairs); {s['token']}-token states; k = {s['k']}.</p>"
+            f"<p class=\"score\">alignment score {s['alignment_score']:.4f}</p>"
+            + table_html(comp) + table_html(sil))
+    body = [head]
+    body.append(_section("Per-layer drift", fig_html(drift_figure(rows, any(r.get("weight") is not None for r in rows)),
+                                                      "fig-drift"),
+                         "Mean over probes; error bars: standard deviation over probes."))
+    if "umap" in result.tables:
+        u = result.tables["umap"]
+        body.append(_section("UMAP of all probe states (both sides, every layer)",
+                             fig_html(umap_figure(u, "layer", "coloured by layer"), "fig-umap-layer")
+                             + fig_html(umap_figure(u, "side", "coloured by side"), "fig-umap-side")
+                             + fig_html(umap_figure(u, "category", "coloured by category"), "fig-umap-category"),
+                             f"umap-learn, metric {s['umap']['metric']}, random_state {s['umap']['seed']}, "
+                             f"L2-normalised states: {s['umap']['normalized']}. Circles / diamonds: sides A / B."))
+    else:
+        body.append(_section("UMAP", "<p>(not computed: run without --no-umap)</p>"))
+    if len(result.tables["pairs"]):
+        body.append(_section("Semantic stability of analogy pairs", fig_html(pair_figure(result.tables["pairs"]),
+                                                                              "fig-pairs")))
+    worst = min(rows, key=lambda r: r["nn_retention"])["layer"]
+    show = sorted({rows[-1]["layer"], worst})
+    body.append(_section("Nearest neighbours", f"<div id=\"tbl-neighbors\">{neighbour_tables(result, show)}</div>",
+                         "The last compared layer and the layer with the lowest mean retention."))
+    table = pd.DataFrame(rows)
+    body.append(_section("Per-layer numbers", table_html(table.dropna(axis=1, how="all"), "tbl-layers")))
+    return page(f"alignment: {s['checkpoint']}", "".join(body))
