@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "probelab.commands.probes",
     "probelab.commands.capture",
     "probelab.commands.demo",
+    "probelab.commands.expand",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,54 @@
+"""``probelab expand BASE OUT``: build a Control LLM (or stack / hybrid expansion) from a base model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def expand_cmd(
+    base: str = typer.Argument(..., help="base model: a name (probelab models), a local folder or a hub id"),
+    out: Path = typer.Argument(..., help="output folder (written atomically)"),
+    strategy: str = typer.Option("concat", help="concat | stack | hybrid"),
+    interpolation: str = typer.Option("lerp", help="lerp | dlerp | dlerpin | plerp | moe (concat layers)"),
+    num_expanded: int = typer.Option(8, "--num-expanded", "-n", help="number of expanded layers N"),
+    divergence: str = typer.Option("mse", help="mse | cosine | none"),
+    alpha: str = typer.Option("1.0", help="divergence weight: a number (0 = off) or 'dynamic'"),
+    cosine_margin: float = typer.Option(0.0, help="margin of the cosine divergence"),
+    freeze_interpolator: bool = typer.Option(False, help="keep the Lerp weight fixed during training"),
+    allow_network: bool = typer.Option(False, help="allow downloading a hub base model"),
+) -> None:
+    """Expand BASE as in Control LLM (arXiv 2501.10979) and save it as an HF folder in OUT."""
+    from ..models import load_model
+    from ..models.control import ExpansionConfig, expand_model, save_control
+
+    cfg = ExpansionConfig(strategy=strategy, interpolation=interpolation, num_expanded=num_expanded,
+                          divergence=divergence, alpha=alpha, cosine_margin=cosine_margin,
+                          freeze_interpolator=freeze_interpolator, base_model=base)
+    model, tok = load_model(base, allow_network=allow_network or None)
+    control = expand_model(model, cfg)
+    save_control(control, out, tok)
+
+    n_train = sum(p.numel() for p in control.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in control.parameters())
+    table = Table(title=f"{control.expansion.name}: {base} → {out}")
+    table.add_column("field")
+    table.add_column("value")
+    e = control.expansion
+    rows = [("strategy", e.strategy), ("expanded base layers", ", ".join(map(str, e.layers))),
+            ("merged stream layers", ", ".join(map(str, control.merged_layers)) or "-"),
+            ("inserted blocks", ", ".join(map(str, control.stacked_layers)) or "-"),
+            ("interpolator", e.interpolation if e.strategy != "stack" else "-"),
+            ("divergence", f"{e.divergence} (alpha={e.alpha})" if e.strategy != "stack" else "-"),
+            ("trainable params", f"{n_train:,} of {n_all:,} ({100 * n_train / n_all:.1f}%)")]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("expand")(expand_cmd)
