@@ -1,0 +1,203 @@
+"""Concept attribution scores (CoCoMix, arXiv 2502.08524, Eq. 1) and the top-K_attr concept labels.
+
+The score of SAE latent i at token t is *activation x gradient*: how much the loss would change,
+to first order, if the latent's contribution to the residual stream were scaled. Three choices
+pick a variant (:class:`AttributionSpec`):
+
+- ``activation``: ``"pre"`` (encoder pre-activation, the paper: inactive concepts can be chosen)
+  or ``"post"`` (TopK output, the official code: only the k active latents get a non-zero score);
+- ``loss``: ``"next_token"`` (the paper: -log p(x_{t+1} | x_<=t) only, so position t's score sees
+  only its own prediction) or ``"sequence"`` (the official code: the mean next-token loss of the
+  whole text, so position t also gets credit for later predictions);
+- ``sign``: ``"signed"`` (both paper and code take the top-k of the signed score) or ``"absolute"``.
+
+Named variants: ``official`` = (post, sequence, signed), the default because it produced the
+paper's numbers; ``paper`` = (pre, next_token, signed).
+
+The gradient wrt a latent is the residual gradient pulled back through the SAE decoder
+(:func:`probelab.sae.encode.latent_grad`). For the next-token loss, every position's own gradient
+comes out of one backward pass through :mod:`probelab.sae.diagonal`; the sequence loss needs no
+trick. The teacher's parameters never receive gradients.
+
+>>> from probelab.models.tiny import tiny_llama
+>>> from probelab.sae.tiny import tiny_sae
+>>> labeler = ConceptLabeler(tiny_llama(), tiny_sae(), k_attr=4)
+>>> ids = torch.tensor([[256, 72, 105, 33, 10]])
+>>> labeler(ids, torch.ones_like(ids)).shape
+torch.Size([1, 5, 4])
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from ..capture import position_ids_from_mask
+from ..errors import ProbelabError
+from .diagonal import diagonal_gradients
+from .encode import encode_parts, latent_grad
+from .load import check_sae_fits
+from .teacher import residual_leaf
+
+IGNORE_LABEL = -100  # label of positions with no next token (padding, the last real token)
+ACTIVATIONS = ("post", "pre")
+LOSSES = ("sequence", "next_token")
+SIGNS = ("signed", "absolute")
+
+
+@dataclass(frozen=True)
+class AttributionSpec:
+    activation: str = "post"
+    loss: str = "sequence"
+    sign: str = "signed"
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("activation", self.activation, ACTIVATIONS), ("loss", self.loss, LOSSES),
+                                     ("sign", self.sign, SIGNS)):
+            if value not in allowed:
+                raise ProbelabError(f"unknown attribution {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+VARIANTS: dict[str, AttributionSpec] = {
+    "official": AttributionSpec("post", "sequence", "signed"),
+    "paper": AttributionSpec("pre", "next_token", "signed"),
+}
+
+
+def resolve_spec(variant: str | AttributionSpec = "official", **overrides) -> AttributionSpec:
+    """A named variant (``official``/``paper``) with optional per-field overrides (``None`` = keep)."""
+    if isinstance(variant, AttributionSpec):
+        spec = variant
+    elif variant in VARIANTS:
+        spec = VARIANTS[variant]
+    else:
+        raise ProbelabError(f"unknown attribution variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Attribution:
+    """Everything one attribution pass produces for a batch (all ``[B, T, ...]``)."""
+
+    scores: torch.Tensor      # [B, T, d_sae] attribution score
+    post: torch.Tensor        # [B, T, d_sae] SAE activations (what decode consumes)
+    pre: torch.Tensor         # [B, T, d_sae] pre-activations
+    residual: torch.Tensor    # [B, T, d_in] teacher residual at the SAE site
+    valid: torch.Tensor       # [B, T] bool: position has a next-token target
+    token_loss: torch.Tensor  # [B, T] next-token loss (0 where not valid)
+
+    def top(self, k: int, by: str = "attribution") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values, indices)`` of the top-k latents per token by ``attribution`` or ``activation``."""
+        source = {"attribution": self.scores, "activation": self.post}.get(by)
+        if source is None:
+            raise ProbelabError(f"unknown ranking {by!r}; choose attribution or activation")
+        return torch.topk(source, k, dim=-1)
+
+
+def next_token_losses(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor):
+    """Per-position loss ``-log p(x_{t+1} | x_<=t)`` ``[B, T]`` and the positions that have a target."""
+    mask = mask.bool()
+    valid = torch.zeros_like(mask)
+    valid[:, :-1] = mask[:, :-1] & mask[:, 1:]
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    losses = torch.zeros(mask.shape, dtype=dtype, device=logits.device)
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).to(dtype), input_ids[:, 1:].reshape(-1),
+                         reduction="none").view(mask.shape[0], -1)
+    losses[:, :-1] = torch.where(valid[:, :-1], ce, torch.zeros_like(ce))
+    return losses, valid
+
+
+def objective(losses: torch.Tensor, valid: torch.Tensor, loss: str) -> torch.Tensor:
+    """The scalar whose residual gradient gives the scores (texts never mix: each text's own sum)."""
+    if loss == "next_token":
+        return losses.sum()  # with diagonal attention, position t's gradient is dL_t/dh_t
+    per_text = valid.sum(-1).clamp(min=1)
+    return (losses.sum(-1) / per_text).sum()  # each text's mean next-token loss, as the official code
+
+
+def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              spec: AttributionSpec | str = "official", site: int | None = None) -> Attribution:
+    """Attribution scores of every SAE latent at every token of a batch (one forward + one backward)."""
+    spec = resolve_spec(spec)
+    site = check_sae_fits(sae, model) if site is None else site
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    device = next(model.parameters()).device
+    ids, mask = input_ids.to(device), attention_mask.to(device)
+    attn = diagonal_gradients(model) if spec.loss == "next_token" else contextlib.nullcontext()
+    with residual_leaf(model, site) as leaf, attn, torch.enable_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
+        losses, valid = next_token_losses(out.logits, ids, mask)
+        total = objective(losses, valid, spec.loss)
+        (grad_h,) = torch.autograd.grad(total, leaf.h)
+    h = leaf.h.detach()
+    with torch.no_grad():
+        pre, post = encode_parts(sae, h)
+    z = post if spec.activation == "post" else pre
+    scores = z.detach() * latent_grad(sae, z, grad_h)
+    if spec.sign == "absolute":
+        scores = scores.abs()
+    real = mask.bool().unsqueeze(-1)
+    scores = scores.masked_fill(~real, 0.0)
+    return Attribution(scores.detach(), post.detach(), pre.detach(), h, valid, losses.detach())
+
+
+class ConceptLabeler:
+    """CoCoMix concept labels: the top ``k_attr`` latents by attribution score at every token.
+
+    ``labeler(input_ids, attention_mask)`` → ``LongTensor[B, T, k_attr]``; positions with no
+    next token (padding and each text's last real token) get :data:`IGNORE_LABEL` (-100, the
+    cross-entropy ignore index). ``labeler.scores(...)`` → ``FloatTensor[B, T, d_sae]``.
+    The batch is processed in chunks of ``batch_size`` texts; the teacher stays frozen.
+    """
+
+    def __init__(self, model, sae, k_attr: int = 4, variant: str | AttributionSpec = "official", *,
+                 activation: str | None = None, loss: str | None = None, sign: str | None = None,
+                 batch_size: int = 8):
+        if k_attr < 1 or k_attr > int(sae.cfg.d_sae):
+            raise ProbelabError(f"k_attr must be between 1 and the SAE width {sae.cfg.d_sae}, got {k_attr}")
+        self.model, self.sae = model, sae
+        self.site = check_sae_fits(sae, model)
+        self.spec = resolve_spec(variant, activation=activation, loss=loss, sign=sign)
+        self.k_attr, self.batch_size = k_attr, batch_size
+        self.max_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        device = next(model.parameters()).device
+        self.sae.to(device)
+
+    @property
+    def num_concepts(self) -> int:
+        return int(self.sae.cfg.d_sae)
+
+    def _check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ProbelabError(f"input_ids must be [batch, tokens] with at least one token, got {tuple(input_ids.shape)}")
+        if self.max_length and input_ids.shape[1] > self.max_length:
+            raise ProbelabError(f"{input_ids.shape[1]} tokens exceed the teacher's context of {self.max_length}")
+        if attention_mask is None:
+            return torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ProbelabError("attention_mask must have the shape of input_ids")
+        return attention_mask
+
+    def attribution(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Attribution:
+        """The full :class:`Attribution` (scores, activations, residual, ...) for a batch."""
+        mask = self._check(input_ids, attention_mask)
+        parts = [attribute(self.model, self.sae, input_ids[i:i + self.batch_size], mask[i:i + self.batch_size],
+                           self.spec, self.site) for i in range(0, input_ids.shape[0], self.batch_size)]
+        if len(parts) == 1:
+            return parts[0]
+        return Attribution(*(torch.cat([getattr(p, f) for p in parts]) for f in
+                             ("scores", "post", "pre", "residual", "valid", "token_loss")))
+
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attribution scores ``FloatTensor[B, T, d_sae]`` (0 at padding)."""
+        return self.attribution(input_ids, attention_mask).scores
+
+    def labels_from(self, att: Attribution) -> torch.Tensor:
+        labels = torch.topk(att.scores, self.k_attr, dim=-1).indices
+        return labels.masked_fill(~att.valid.unsqueeze(-1), IGNORE_LABEL)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.labels_from(self.attribution(input_ids, attention_mask))
