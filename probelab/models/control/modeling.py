@@ -90,8 +90,18 @@ class ControlLLMForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = model
         self._state = ControlState(build_divergence(self.expansion), self.expansion.alpha)
         self._structure = build_structure(model, self.expansion, self._state)
-        freeze_for_training(self, self._structure, self.expansion)
+        self.freeze_pretrained()
         self.post_init()
+
+    def freeze_pretrained(self) -> "ControlLLMForCausalLM":
+        """requires_grad only on expanded / inserted blocks and interpolators (what expansion sets up)."""
+        freeze_for_training(self, self._structure, self.expansion)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # loading materialises new parameters (requires_grad=True): restore the Control LLM freezing
+        return super().from_pretrained(*args, **kwargs).freeze_pretrained()
 
     # ---- accessors ---------------------------------------------------------------------------
     @property
