@@ -1,0 +1,72 @@
+"""Teacher concept labels for CoCoMix training, computed once and cached on disk.
+
+The teacher (a frozen LM + SAE) costs far more per token than a small student: one forward pass of
+the whole teacher plus a backward pass from the loss down to the SAE site (on this CPU, SmolLM2-135M
+labels about 30-150 tokens/s while a few-million-parameter student trains at thousands). So the
+training script labels its fixed token blocks once, in shards, and every run (CoCoMix variants,
+resumed runs) reads them back. The alternative, labelling each batch on the fly (``labels:
+on_the_fly`` in the training config), is what the paper does on GPUs with an unbounded data stream.
+
+Cache layout: ``<folder>/meta.json`` (what produced the labels, a hash of the tokens) and
+``shard-00000.safetensors``... each holding ``labels [n, T, k_attr]`` (int32) for consecutive blocks.
+Shards are written atomically, so an interrupted run resumes at the first missing shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ...errors import ProbelabError
+from ...paths import atomic_write_text
+
+
+def tokens_digest(blocks: torch.Tensor) -> str:
+    """A short hash of the token blocks (labels are only valid for exactly these tokens)."""
+    return hashlib.sha256(blocks.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], blocks: torch.Tensor,
+                 folder: str | Path, provenance: dict, shard_size: int = 64, batch_size: int = 8,
+                 autocast_bf16: bool = False, device: str = "cpu", progress: bool = True) -> torch.Tensor:
+    """Labels ``[N, T, k_attr]`` for ``blocks [N, T]``, computed with ``labeler`` or read from ``folder``.
+
+    ``provenance`` (teacher, SAE, variant, k_attr...) is stored beside the labels; a cache whose
+    provenance or token hash differs is refused rather than silently reused.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"provenance": provenance, "tokens": tokens_digest(blocks), "shape": list(blocks.shape),
+            "shard_size": shard_size}
+    meta_file = folder / "meta.json"
+    if meta_file.is_file():
+        old = json.loads(meta_file.read_text())
+        if old != meta:
+            raise ProbelabError(f"label cache {folder} was made for other tokens or another teacher; "
+                                "delete it or choose another folder")
+    else:
+        atomic_write_text(meta_file, json.dumps(meta, indent=1))
+    shards = []
+    starts = range(0, blocks.shape[0], shard_size)
+    for n, start in enumerate(tqdm(starts, desc="teacher labels", unit="shard", disable=not progress)):
+        path = folder / f"shard-{n:05d}.safetensors"
+        if path.is_file():
+            shards.append(load_file(str(path))["labels"])
+            continue
+        part = blocks[start:start + shard_size]
+        outs = []
+        for i in range(0, part.shape[0], batch_size):
+            ids = part[i:i + batch_size].to(device)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                outs.append(labeler(ids, torch.ones_like(ids)).to(torch.int32).cpu())
+        labels = torch.cat(outs)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"labels": labels.contiguous()}, str(tmp))
+        tmp.replace(path)
+        shards.append(labels)
+    return torch.cat(shards)
