@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "probelab.commands.capture",
     "probelab.commands.demo",
     "probelab.commands.expand",
+    "probelab.commands.steer",
 ]
 
 app = typer.Typer(
