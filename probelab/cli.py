@@ -22,7 +22,9 @@ COMMAND_MODULES = [
     "probelab.commands.capture",
     "probelab.commands.demo",
     "probelab.commands.expand",
+    "probelab.commands.align",
     "probelab.commands.steer",
+    "probelab.commands.sae", "probelab.commands.concepts",
 ]
 
 app = typer.Typer(
@@ -45,8 +47,18 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and warnings that say nothing to a probelab user."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("PROBELAB_DEBUG") == "1"
+    _quiet_libraries()
     try:
         build_app()(args=argv, standalone_mode=False)
     except ProbelabError as e:

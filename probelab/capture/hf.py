@@ -22,6 +22,15 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _select(h: torch.Tensor, mask: torch.Tensor, skip_first: torch.Tensor, select: str):
     """Reduce ``h [B, T, d]`` to one state per text (``last``/``mean``) or ragged real tokens (``all``)."""
     mask = mask.bool()
@@ -43,7 +52,7 @@ def _select(h: torch.Tensor, mask: torch.Tensor, skip_first: torch.Tensor, selec
 
 
 @torch.no_grad()
-def capture_hf(model, tokenizer, texts: list[str], select: str = "last", batch_size: int = 16,
+def capture_hf(model, tokenizer, texts: list[str], select: str = "last", batch_size: int = 32,
                max_length: int | None = None, progress: bool | None = None) -> Captures:
     if select not in SELECTIONS:
         raise CaptureError(f"unknown token selection {select!r}; choose one of {', '.join(SELECTIONS)}")
@@ -69,8 +78,10 @@ def capture_hf(model, tokenizer, texts: list[str], select: str = "last", batch_s
         first_ids = ids.gather(1, mask.long().argmax(-1, keepdim=True)).squeeze(1)
         skip_first = (first_ids == bos) if bos is not None else torch.zeros_like(first_ids, dtype=torch.bool)
         rec = Recorder()
+        extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no full-vocab logits
         with record(model, rec):
-            model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
+            model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
+                  **extra)
         for stream, by_layer in rec.data.items():
             dst = per_stream.setdefault(stream, {})
             for layer, h in by_layer.items():

@@ -7,6 +7,7 @@ loads read that folder (about 2 s instead of 15 s).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from ..errors import ModelNotFound
@@ -41,6 +42,7 @@ def materialize_embedded(name: str = "smollm2-135m") -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_folder()
+    print(f"probelab: dequantizing the embedded {GGUF_FILE} into {target} (once, ~15 s)", file=sys.stderr)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
     # The GGUF quantizer state cannot be serialised; the weights are already dequantized to fp32.

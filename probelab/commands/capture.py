@@ -1,0 +1,50 @@
+"""``probelab capture``: hidden states of probe sentences (or given texts), written to a folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import ProbelabError
+
+
+def capture_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (captures.json + states.safetensors)"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="model name, local folder or (with --allow-network) hub id"),
+    probes: str = typer.Option(None, "--probes", "-p", help="probe set name or file (default: analogies when no --text)"),
+    text: list[str] = typer.Option(None, "--text", "-t", help="a text to capture (repeatable); replaces --probes"),
+    select: str = typer.Option("last", help="token selection: last | mean | all"),
+    backend: str = typer.Option("hf", help="hf | transformer-lens"),
+    batch_size: int = typer.Option(32, min=1, help="texts per forward pass"),
+    padding_side: str = typer.Option(None, help="left | right (default: the tokenizer's)"),
+    allow_network: bool = typer.Option(False, help="allow downloading a hub model"),
+) -> None:
+    """Capture the residual stream after every layer (and the embeddings) for a list of texts."""
+    from .. import capture, load_model, load_probes
+    from ..summary import layer_summary, summary_table
+
+    if text is not None and len(text) > 0 and probes:
+        raise ProbelabError("give either --text or --probes, not both")
+    pairs = None
+    if text:
+        texts = list(text)
+    else:
+        ps = load_probes(probes or "analogies")
+        texts, pairs = ps.texts, ps.pairs
+    m, tok = load_model(model, allow_network=allow_network or None)
+    if padding_side:
+        if padding_side not in ("left", "right"):
+            raise ProbelabError(f"--padding-side must be left or right, not {padding_side!r}")
+        tok.padding_side = padding_side
+    caps = capture(m, tok, texts, select=select, backend=backend, batch_size=batch_size)
+    caps.meta.update({"model": model, "probes": probes or ("analogies" if not text else None)})
+    caps.save(out)
+    console = Console()
+    if not caps.ragged:
+        console.print(summary_table(layer_summary(caps, pairs), f"{model}: {len(texts)} texts, select={select}"))
+    console.print(f"wrote {out} (streams: {', '.join(caps.streams)})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("capture")(capture_cmd)
