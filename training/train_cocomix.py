@@ -97,6 +97,8 @@ def load_config(argv: list[str] | None = None) -> dict:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set optim.steps=10 (value parsed as YAML)")
     p.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="checkpoint and stop after N steps of this run (time-boxed runs; rerun to resume)")
     args = p.parse_args(argv)
     cfg = copy.deepcopy(DEFAULTS)
     if args.config:
@@ -114,6 +116,7 @@ def load_config(argv: list[str] | None = None) -> dict:
         cfg["out_dir"] = args.out_dir
     cfg["out_dir"] = cfg["out_dir"].replace("{mode}", cfg["mode"])
     cfg["resume"] = not args.no_resume
+    cfg["stop_after"] = args.stop_after
     if cfg["mode"] not in ("cocomix", "ntp"):
         sys.exit(f"error: mode must be cocomix or ntp, got {cfg['mode']!r}")
     return cfg
@@ -483,8 +486,12 @@ def main(argv: list[str] | None = None) -> None:
             row["val_ppl"] = round(validation_ppl(model, val_blocks, cfg["eval_batch_size"], accelerator), 3)
             bar.set_postfix(loss=row["train_loss"], val_ppl=row["val_ppl"])
         log(row)
-        if done % cfg["save_every"] == 0 or done == o["steps"]:
+        stop = cfg["stop_after"] is not None and done - start >= cfg["stop_after"] and done < o["steps"]
+        if done % cfg["save_every"] == 0 or done == o["steps"] or stop:
             save_checkpoint(ckpt, model, optimizer, done, tokens_seen, accelerator)
+        if stop:
+            accelerator.print(f"stopped after step {done}; run again to resume")
+            return
 
     # 5. final model folder (+ compression-weight statistics for CoCoMix)
     unwrapped = accelerator.unwrap_model(model)

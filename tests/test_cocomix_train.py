@@ -1,0 +1,112 @@
+"""The CoCoMix training script end to end at toy size: single process + resume, 2-process CPU DDP, the CLI."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "training" / "train_cocomix.py"
+
+
+@pytest.fixture(scope="module")
+def sae_dir(tmp_path_factory):
+    from probelab.sae.tiny import tiny_sae
+
+    path = tmp_path_factory.mktemp("sae") / "tiny"
+    tiny_sae(d_in=64, d_sae=128, k=8, hook_name="model.layers.1").save_model(str(path))
+    return path
+
+
+def toy_args(sae_dir, out, labels_dir, steps=4, extra=()):
+    sets = {"teacher.model": "tiny-llama", "data.tokenizer": "tiny-llama", "teacher.sae": str(sae_dir),
+            "teacher.cache_dir": str(labels_dir), "data.train_tokens": 2048, "data.val_tokens": 512,
+            "data.block_size": 32, "data.val_texts": 20, "optim.batch_size": 4, "optim.steps": steps,
+            "optim.warmup_steps": 2, "eval_every": 2, "save_every": 100, "student.hidden_size": 32,
+            "student.intermediate_size": 64, "student.num_hidden_layers": 2, "student.insert_layer": 1,
+            "student.topk": 4, "progress": False, "teacher.autocast_bf16": False}
+    args = ["--out-dir", str(out)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args + list(extra)
+
+
+def rows(out):
+    return list(csv.DictReader((Path(out) / "metrics.csv").open()))
+
+
+def test_train_resume_equals_uninterrupted(sae_dir, tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from train_cocomix import main
+    from safetensors.torch import load_file
+
+    labels = tmp_path / "labels"
+    main(toy_args(sae_dir, tmp_path / "full", labels))
+    main(toy_args(sae_dir, tmp_path / "split", labels, extra=["--stop-after", "2"]))
+    assert [r["step"] for r in rows(tmp_path / "split")][-1] == "2"
+    main(toy_args(sae_dir, tmp_path / "split", labels))  # resumes at step 2
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    r = rows(tmp_path / "split")
+    assert [x["step"] for x in r] == ["0", "1", "2", "3", "4"]
+    assert float(r[-1]["concept_loss"]) > 0 and float(r[-1]["val_ppl"]) > 1
+    from probelab.models import load_model
+    from probelab.models.cocomix import CoCoMixForCausalLM
+
+    model, _ = load_model(tmp_path / "full" / "model")
+    assert isinstance(model, CoCoMixForCausalLM)
+    # the NTP baseline trains from the same script
+    main(toy_args(sae_dir, tmp_path / "ntp", labels, steps=2, extra=["--mode", "ntp"]))
+    assert float(rows(tmp_path / "ntp")[-1]["concept_loss"]) == 0
+
+
+def test_two_process_cpu_ddp(sae_dir, tmp_path):
+    launcher = Path(sys.executable).parent / "accelerate"
+    cmd = [str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
+           *toy_args(sae_dir, tmp_path / "ddp", tmp_path / "labels", steps=3)]
+    env = {**os.environ, "PROBELAB_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = rows(tmp_path / "ddp")
+    assert [x["step"] for x in r] == ["0", "1", "2", "3"]
+    assert float(r[-1]["val_ppl"]) > 1
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def run_cli(argv, capsys):
+    from probelab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_steer_cli(tmp_path, sae_dir, capsys):
+    from probelab.models.cocomix import save_cocomix, tiny_cocomix
+    from probelab.models.tiny import tiny_tokenizer
+
+    folder = save_cocomix(tiny_cocomix(), tmp_path / "cc", tiny_tokenizer())
+    code, out, err = run_cli(["steer", "--model", str(folder), "--concept", "3", "--scale", "50",
+                              "-n", "5", "hello"], capsys)
+    assert code == 0, err
+    assert "unsteered" in out and "steered" in out
+    code, out, err = run_cli(["steer", "--model", str(folder), "--concept", "96", "hello"], capsys)
+    assert code == 1 and err.strip() == "error: concept id 96 is out of range 0..95"
+    code, out, err = run_cli(["steer", "--model", "tiny-llama", "--concept", "3", "hello"], capsys)
+    assert code == 1 and "not a CoCoMix model; pass --sae" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(["steer", "--model", "tiny-llama", "--sae", str(sae_dir), "--concept", "3",
+                              "--scale", "20", "-n", "5", "hello"], capsys)
+    assert code == 0, err
+    assert "SAE direction" in out
+    code, out, err = run_cli(["steer", "--model", "tiny-llama", "--sae", str(sae_dir), "--concept", "128",
+                              "hello"], capsys)
+    assert code == 1 and "out of range" in err
