@@ -185,13 +185,16 @@ class AnalysisOptions:
     umap_normalize: bool = True  # L2-normalise states before UMAP (the paper normalises)
     n_neighbors: int = 15
     min_dist: float = 0.1
+    reduce_dims: int = 50        # truncated SVD before UMAP (0: off)
+    n_epochs: int = 200
     seed: int = 0
     use_cache: bool = True
 
 
 def umap_coords(points: umap_layers.LayerPoints, opt: AnalysisOptions) -> np.ndarray:
     """UMAP coordinates of ``points`` through the content-addressed cache."""
-    params = {"metric": opt.umap_metric, "seed": opt.seed, "n_neighbors": opt.n_neighbors, "min_dist": opt.min_dist}
+    params = {"metric": opt.umap_metric, "seed": opt.seed, "n_neighbors": opt.n_neighbors, "min_dist": opt.min_dist,
+              "reduce_dims": opt.reduce_dims, "n_epochs": opt.n_epochs}
     k = cache.key("umap", points.x, params) if opt.use_cache else None
     if k is not None:
         hit = cache.load_arrays("umap", k)
@@ -246,7 +249,8 @@ def analyze(inp: AlignmentInput, probe_set, opt: AnalysisOptions | None = None, 
         coords = umap_coords(points, opt)
     summary["silhouette"] = umap_layers.silhouettes(points, coords, opt.umap_metric)
     summary["umap"] = ({"metric": opt.umap_metric, "seed": opt.seed, "n_neighbors": opt.n_neighbors,
-                        "min_dist": opt.min_dist, "normalized": opt.umap_normalize} if coords is not None else None)
+                        "min_dist": opt.min_dist, "reduce_dims": opt.reduce_dims, "n_epochs": opt.n_epochs,
+                        "normalized": opt.umap_normalize} if coords is not None else None)
 
     layer_rows = _layer_rows(inp, per, pair_m)
     tables = _tables(inp, items, idx, per, pair_m, nn_lists, points, coords, k)
@@ -350,7 +354,7 @@ def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = 
     opt = options or AnalysisOptions(**option_kwargs)
     t0 = time.perf_counter()
     ps = resolve_probes(probes)
-    inp = gather_input(ckpt, base, ps.texts, opt.use_cache, batch_size, progress)
+    inp = gather_input(ckpt, base, ps.texts, opt.use_cache, batch_size, None if progress else False)
     t1 = time.perf_counter()
     label = lambda s: s if isinstance(s, (str, Path)) else resolve_source(s).label  # noqa: E731
     res = analyze(inp, ps, opt, checkpoint=str(label(ckpt)), base=None if base is None else str(label(base)))

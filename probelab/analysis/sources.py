@@ -73,7 +73,7 @@ def _reduce(per_text: list[np.ndarray], skip_first: list[bool]) -> tuple[np.ndar
     return last, mean
 
 
-def capture_arrays(model, tok, texts: list[str], batch_size: int = 16, progress: bool = False):
+def capture_arrays(model, tok, texts: list[str], batch_size: int = 16, progress: bool | None = False):
     """Capture every stream of ``model`` on ``texts`` in one pass; return arrays and a header."""
     from ..capture import capture
 
@@ -122,7 +122,7 @@ class SideStates:
 
 
 def side_states(source: ModelSource, texts: list[str], use_cache: bool = True, batch_size: int = 16,
-                progress: bool = False) -> SideStates:
+                progress: bool | None = False) -> SideStates:
     """States of ``source`` on ``texts``, from the cache when possible."""
     k = cache.key("capture", CAPTURE_VERSION, source.fingerprint(), texts) if use_cache else None
     if k is not None:

@@ -35,16 +35,32 @@ def stack_points(a: np.ndarray, b: np.ndarray, layers: list[int], normalize: boo
     return LayerPoints(both.reshape(-1, d), s.ravel(), l.ravel(), p.ravel())
 
 
+def reduce(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
+    """Truncated SVD to ``dims`` components (no centring, so inner products and cosines are kept as well
+    as a rank-``dims`` map can); the identity when ``x`` is already that small."""
+    if not dims or x.shape[1] <= dims or x.shape[0] <= dims:
+        return x
+    from sklearn.decomposition import TruncatedSVD
+
+    return TruncatedSVD(n_components=dims, random_state=seed).fit_transform(x)
+
+
 def embed(x: np.ndarray, metric: str = "cosine", seed: int = 0, n_neighbors: int = 15,
-          min_dist: float = 0.1) -> np.ndarray:
-    """2-D UMAP coordinates of the rows of ``x`` (deterministic for a fixed ``seed``)."""
+          min_dist: float = 0.1, reduce_dims: int = 50, n_epochs: int | None = 200) -> np.ndarray:
+    """2-D UMAP coordinates of the rows of ``x`` (deterministic for a fixed ``seed``).
+
+    ``x`` is first reduced to ``reduce_dims`` dimensions by a truncated SVD (0 turns it off): the
+    usual preprocessing for UMAP on wide data, 5-10x faster on 7,200 states of width 576 here.
+    ``n_epochs`` (UMAP's own default is 500 for small data) trades layout polish for time.
+    """
     import umap  # slow import (numba); only when a map is actually computed
 
     n = x.shape[0]
     if n < 4:
         raise ValueError(f"UMAP needs at least 4 points, got {n}")
+    x = reduce(np.asarray(x, dtype=np.float64), reduce_dims, seed)
     reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=min_dist,
-                        metric=metric, random_state=seed, transform_seed=seed, init="spectral")
+                        metric=metric, random_state=seed, transform_seed=seed, n_epochs=n_epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", spectral-init fallbacks
         return np.asarray(reducer.fit_transform(x.astype(np.float32)), dtype=np.float64)
