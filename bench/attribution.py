@@ -1,0 +1,95 @@
+"""Concept-labelling throughput on the embedded teacher: batched ConceptLabeler vs a naive per-token loop.
+
+    flock /tmp/probelab-heavy.lock .venv/bin/python bench/attribution.py
+
+Batched: ``ConceptLabeler`` on a batch of held-out Wikipedia intros (one forward + one backward per
+batch), for the official variant (sequence loss) and the paper variant (next-token loss through
+diagonal-gradient attention). Naive: the literal per-token computation of Eq. 1: for every
+position t, run the prefix and backpropagate that position's next-token loss alone. Both label
+the same tokens; the script checks that the paper variant's batched labels equal the naive ones,
+and prints tokens/s and the ratios measured in this run. Uses the cached default SAE if it exists,
+else a random TopK SAE of the same shape (throughput does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from probelab.models import load_model
+from probelab.sae import ConceptLabeler, check_sae_fits
+from probelab.sae.corpus import wiki_texts
+from probelab.sae.encode import encode_parts, latent_grad
+from probelab.sae.teacher import residual_leaf
+from probelab.sae.train import default_sae_path
+
+
+def naive_labels(model, sae, ids: torch.Tensor, site: int, k: int) -> torch.Tensor:
+    """Eq. 1 one token at a time: prefix forward, that position's loss, backward, top-k."""
+    T = ids.shape[1]
+    out = torch.full((T, k), -100, dtype=torch.long)
+    for t in range(T - 1):
+        prefix = ids[:, :t + 1]
+        with residual_leaf(model, site) as leaf, torch.enable_grad():
+            logits = model(input_ids=prefix, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits[0, t], ids[0, t + 1])
+            (g,) = torch.autograd.grad(loss, leaf.h)
+        with torch.no_grad():
+            pre, _ = encode_parts(sae, leaf.h.detach())
+        score = pre[0, t] * latent_grad(sae, pre, g)[0, t]
+        out[t] = torch.topk(score, k).indices
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--texts", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=128, help="tokens per text")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--naive-texts", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tok = load_model("smollm2-135m")
+    if (default_sae_path() / "cfg.json").is_file():
+        from probelab.sae import load_sae
+
+        sae, which = load_sae(default_sae_path()), "default SAE"
+    else:
+        from probelab.sae.tiny import tiny_sae
+
+        sae, which = tiny_sae(d_in=576, d_sae=4608, k=32, hook_name="model.layers.12"), "random 4608x32 TopK SAE"
+    site = check_sae_fits(sae, model)
+    texts = [t for t in wiki_texts()[1] if len(tok(t)["input_ids"]) >= args.tokens][:args.texts]
+    ids = torch.stack([torch.tensor(tok(t)["input_ids"][:args.tokens]) for t in texts])
+    mask = torch.ones_like(ids)
+    n_tokens = ids.numel()
+    print(f"teacher smollm2-135m, {which}, site resid {site}; {len(texts)} texts x {args.tokens} tokens, "
+          f"batch {args.batch}, {torch.get_num_threads()} threads")
+    rates = {}
+    labels = {}
+    for variant in ("official", "paper"):
+        labeler = ConceptLabeler(model, sae, k_attr=4, variant=variant, batch_size=args.batch)
+        labeler(ids[:1, :16], mask[:1, :16])  # warm-up
+        t0 = time.perf_counter()
+        labels[variant] = labeler(ids, mask)
+        dt = time.perf_counter() - t0
+        rates[variant] = n_tokens / dt
+        print(f"batched {variant:8s}: {n_tokens} tokens in {dt:6.1f} s = {rates[variant]:8.0f} tokens/s")
+    naive_ids = ids[:args.naive_texts]
+    t0 = time.perf_counter()
+    naive = torch.stack([naive_labels(model, sae, naive_ids[i:i + 1], site, 4) for i in range(naive_ids.shape[0])])
+    dt = time.perf_counter() - t0
+    rates["naive"] = naive_ids.numel() / dt
+    print(f"naive per-token loop (paper Eq. 1): {naive_ids.numel()} tokens in {dt:6.1f} s = {rates['naive']:8.1f} tokens/s")
+    same = (naive == labels["paper"][:args.naive_texts]).float().mean().item()
+    print(f"paper labels batched == naive: {100 * same:.1f}% of label slots")
+    print(f"ratio batched official / naive: {rates['official'] / rates['naive']:.1f}x")
+    print(f"ratio batched paper    / naive: {rates['paper'] / rates['naive']:.1f}x")
+    print(f"target >= 1000 tokens/s batched: official {'met' if rates['official'] >= 1000 else 'NOT met'}, "
+          f"paper {'met' if rates['paper'] >= 1000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

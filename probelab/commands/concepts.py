@@ -1,0 +1,61 @@
+"""``probelab concepts``: per-token SAE concepts of a text, by activation and by attribution."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def concepts_cmd(
+    text: str = typer.Argument(..., help="the text to inspect"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="model name or local folder"),
+    sae: str = typer.Option("default", "--sae", "-s",
+                            help="'default', an sae-lens SAE folder, or '<release>:<sae_id>' (with --allow-network)"),
+    top: int = typer.Option(3, min=1, help="concepts per token in each ranking"),
+    variant: str = typer.Option("official", help="attribution variant: official | paper"),
+    activation: str = typer.Option(None, help="override: post | pre"),
+    loss: str = typer.Option(None, help="override: sequence | next_token"),
+    sign: str = typer.Option(None, help="override: signed | absolute"),
+    labels: bool = typer.Option(True, "--labels/--no-labels", help="label concepts (computed once per SAE, cached)"),
+    max_tokens: int = typer.Option(256, min=1, help="longer texts are truncated with a warning"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    allow_network: bool = typer.Option(False, help="allow downloading a hub model or pretrained SAE"),
+) -> None:
+    """Top SAE concepts at every token: by activation and by attribution score, with labels."""
+    from ..models import load_model
+    from ..sae import check_sae_fits, load_sae
+    from ..sae.inspect import inspect_text
+    from ..sae.labels import concept_labels
+
+    s = load_sae(sae, allow_network=allow_network or None)
+    m, tok = load_model(model, allow_network=allow_network or None)
+    check_sae_fits(s, m)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lab = concept_labels(m, tok, s, sae_path=sae if sae not in ("default",) else None) if labels else None
+        result = inspect_text(m, tok, s, text, top=top, variant=variant, labels=lab, max_tokens=max_tokens,
+                              activation=activation, loss=loss, sign=sign)
+    for w in caught:
+        if "truncated" in str(w.message):
+            typer.echo(f"warning: {w.message}", err=True)
+    if as_json:
+        print(json.dumps(result))
+        return
+    fmt = lambda items: "  ".join(f"{c['id']}" + (f" {c['label']}" if "label" in c else "") + f" ({c['value']:.3g})"
+                                  for c in items)
+    v = result["variant"]
+    t = Table(title=f"{model} + SAE {sae} (resid {result['site']}); attribution: {v['activation']}-activation x "
+                    f"grad of {v['loss']} loss, {v['sign']}")
+    for col in ("#", "token", "loss", "top by activation", "top by attribution"):
+        t.add_column(col, overflow="fold")
+    for row in result["tokens"]:
+        t.add_row(str(row["position"]), repr(row["token"]), "" if row["loss"] is None else f"{row['loss']:.2f}",
+                  fmt(row["by_activation"]), fmt(row["by_attribution"]))
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("concepts")(concepts_cmd)

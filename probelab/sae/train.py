@@ -1,0 +1,150 @@
+"""Train a TopK SAE on a model's residual stream with sae-lens' training runner (CPU friendly).
+
+Every default below is the result of tuning on this project's 2-core CPU (docs/sae.md has the
+measurements); the DESIGN recipe it started from reached explained variance 0.21.
+
+- text: offline Wikipedia intros (:mod:`probelab.sae.corpus`), 500 articles held out for evaluation;
+- site: residual index 13 of SmolLM2 (output of block 12, sae-lens hook ``model.layers.12``);
+- first position of every 128-token context skipped (``seqpos_slice``): it is BOS, the attention
+  sink, with a residual norm ~200x the others; separator/BOS tokens are excluded the same way;
+- inputs scaled to mean norm sqrt(d_in) (``expected_average_only_in``; folded into the saved
+  weights, so the saved SAE reads raw residuals);
+- dead latents: a short dead window so the TopK auxiliary loss starts reviving latents early;
+- wandb off; sae-lens shows its own progress bar.
+
+The trained folder is sae-lens format (``SAE.load_from_disk`` reads it) plus ``probelab.json``
+with the training config, held-out quality numbers and wall time.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ProbelabError
+from ..paths import atomic_dir, cache_dir
+from .site import hf_hook_name
+
+PROBELAB_FILE = "probelab.json"
+DEFAULT_NAME = "smollm2-135m-l13-topk"
+
+
+@dataclass
+class SAETrainConfig:
+    model: str = "smollm2-135m"     # probelab model name or local folder
+    layer: int = 13                 # residual index (probelab.capture numbering): output of block 12
+    d_sae: int = 4608               # latents (8x the SmolLM2 width of 576)
+    k: int = 32                     # active latents per token (TopK)
+    training_tokens: int = 800_000  # activations seen by the SAE
+    batch_tokens: int = 1024        # tokens per optimiser step
+    context_size: int = 128         # tokens per LM context (contexts pack several intros)
+    store_batch_prompts: int = 8    # LM batch (contexts) per activation-store refill step
+    n_batches_in_buffer: int = 32   # mixing buffer, in contexts
+    lr: float = 1e-3
+    lr_warm_up_steps: int = 20
+    lr_decay_fraction: float = 0.2  # linear decay over the last 20% of steps
+    dead_feature_window: int = 100  # steps without firing before a latent counts as dead (aux loss)
+    aux_loss_coefficient: float = 1.0
+    normalize_activations: str = "expected_average_only_in"
+    n_batches_for_norm_estimate: int = 16
+    autocast_lm: bool = True        # bf16 LM forward (AVX512-BF16 CPUs); the SAE trains in fp32
+    seed: int = 0
+    n_heldout: int = 500            # held-out articles (never trained on)
+    n_eval_texts: int = 200         # held-out articles used for the quality numbers
+    threads: int = 2
+    extra: dict = field(default_factory=dict)  # any other LanguageModelSAERunnerConfig field
+
+    @property
+    def hook_name(self) -> str:
+        return hf_hook_name(self.layer)
+
+    def runner_config(self, model_name: str, output_path: str):
+        from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, TopKTrainingSAEConfig
+
+        steps = self.training_tokens // self.batch_tokens
+        sae_cfg = TopKTrainingSAEConfig(d_in=0, d_sae=self.d_sae, k=self.k,
+                                        aux_loss_coefficient=self.aux_loss_coefficient,
+                                        normalize_activations=self.normalize_activations)
+        return sae_cfg, dict(
+            model_name=model_name, model_class_name="AutoModelForCausalLM", hook_name=self.hook_name,
+            dataset_path="probelab/wiki-intros", is_dataset_tokenized=False, streaming=False,
+            context_size=self.context_size, seqpos_slice=(1, None), exclude_special_tokens=True,
+            prepend_bos=True, training_tokens=self.training_tokens, train_batch_size_tokens=self.batch_tokens,
+            store_batch_size_prompts=self.store_batch_prompts, n_batches_in_buffer=self.n_batches_in_buffer,
+            lr=self.lr, lr_warm_up_steps=self.lr_warm_up_steps,
+            lr_decay_steps=int(steps * self.lr_decay_fraction), dead_feature_window=self.dead_feature_window,
+            feature_sampling_window=max(self.dead_feature_window, 200),
+            n_batches_for_norm_estimate=self.n_batches_for_norm_estimate, autocast_lm=self.autocast_lm,
+            device="cpu", seed=self.seed, logger=LoggingConfig(log_to_wandb=False), output_path=output_path,
+            checkpoint_path=None, n_checkpoints=0, **self.extra,
+        ), LanguageModelSAERunnerConfig
+
+
+def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = None, progress: bool = True,
+              model_and_tok=None):
+    """Train, evaluate on held-out intros, save atomically to ``out``; return the loaded sae-lens SAE."""
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAETrainingRunner
+    from sae_lens.load_model import HookedProxyLM
+
+    from ..models import load_model
+    from .corpus import wiki_texts
+    from .evaluate import sae_quality, site_states
+    from .load import load_sae
+
+    cfg = config or SAETrainConfig()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, tok = model_and_tok or load_model(cfg.model)
+    d_model, n_layers = int(model.config.hidden_size), int(model.config.num_hidden_layers)
+    if not 1 <= cfg.layer <= n_layers:
+        raise ProbelabError(f"layer {cfg.layer} is not a block output of this model (1..{n_layers})")
+    train_texts, heldout = wiki_texts(cfg.n_heldout, seed=cfg.seed)
+    out = Path(out) if out is not None else cache_dir() / "saes" / DEFAULT_NAME
+    sae_cfg, kwargs, runner_cls = cfg.runner_config(str(cfg.model), "")
+    sae_cfg.d_in = d_model
+    proxy = HookedProxyLM(model, tok, hook_names=[cfg.hook_name])
+    started = time.time()
+    with atomic_dir(out) as tmp:
+        kwargs["output_path"] = str(tmp)
+        runner_cfg = runner_cls(sae=sae_cfg, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runner = LanguageModelSAETrainingRunner(
+                runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts}), override_model=proxy)
+            runner.run()
+        train_seconds = time.time() - started
+        sae = load_sae(tmp)
+        states = site_states(model, tok, heldout[:cfg.n_eval_texts], cfg.layer, progress=progress)
+        quality = sae_quality(sae, states)
+        meta = {"format": "probelab.sae", "model": str(cfg.model), "resid_index": cfg.layer,
+                "hook_name": cfg.hook_name, "train_seconds": round(train_seconds, 1),
+                "heldout_quality": quality.as_dict(), "config": asdict(cfg),
+                "torch_threads": torch.get_num_threads()}
+        (tmp / PROBELAB_FILE).write_text(json.dumps(meta, indent=1))
+    return load_sae(out)
+
+
+def read_meta(folder: str | Path) -> dict:
+    """The ``probelab.json`` written next to an SAE trained by probelab ({} for other SAEs)."""
+    f = Path(folder) / PROBELAB_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def default_sae_path() -> Path:
+    return cache_dir() / "saes" / DEFAULT_NAME
+
+
+def ensure_default_sae(progress: bool = True):
+    """The default SAE for the embedded SmolLM2: loaded from the cache, trained there on first use."""
+    from .load import load_sae
+
+    path = default_sae_path()
+    if not (path / "cfg.json").is_file():
+        print(f"training the default SAE into {path} (once; ~15 min on a 2-core CPU)")
+        train_sae(SAETrainConfig(), path, progress=progress)
+    return load_sae(path)
