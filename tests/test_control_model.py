@@ -324,3 +324,46 @@ def test_registries_have_every_documented_name():
     assert set(INTERPOLATORS) == set(INTERPOLATOR_NAMES)
     assert set(DIVERGENCES) == set(DIVERGENCE_NAMES)
     assert set(STRATEGIES) == set(STRATEGY_NAMES)
+
+
+# ---- training helpers: activation checkpointing, merge-back ------------------------------------
+def test_activation_checkpointing_gives_the_same_gradients():
+    tok = tiny_tokenizer()
+    ids, mask = batch(tok)
+    model, _ = expanded(interpolation="dlerp")
+    perturb(model)
+    model.train()
+
+    def grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=ids, attention_mask=mask, labels=ids)
+        (out.loss + out.divergence_loss).backward()
+        return {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.activation_checkpointing_enable()
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and plain
+    assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
+
+
+def test_merge_back_lerp_into_base_architecture():
+    from probelab.models.control import merge_lerp
+
+    tok = tiny_tokenizer()
+    ids, mask = batch(tok)
+    model, ref = expanded(strategy="concat", interpolation="lerp")
+    with torch.no_grad():
+        plain = merge_lerp(model)
+        assert type(plain) is type(ref)
+        assert (plain(input_ids=ids, attention_mask=mask).logits
+                - ref(input_ids=ids, attention_mask=mask).logits).abs().max() < 1e-5
+        perturb(model, scale=0.1)
+        for c in model.control_layers:
+            c.interpolator.logit.fill_(-40.0)  # w ~ 0: the output lerp and the weight lerp agree
+        want = model(input_ids=ids, attention_mask=mask).logits
+        assert (merge_lerp(model)(input_ids=ids, attention_mask=mask).logits - want).abs().max() < 1e-5
+    dlerp, _ = expanded(interpolation="dlerp")
+    with pytest.raises(ProbelabError, match="needs scalar Lerp"):
+        merge_lerp(dlerp)

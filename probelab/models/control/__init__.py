@@ -47,6 +47,7 @@ from .divergence import DIVERGENCES, register_divergence
 from .expand import check_expandable
 from .interpolators import INTERPOLATORS, register_interpolator
 from .layer import ControlLayer
+from .merge import merge_lerp
 from .modeling import ControlLLMConfig, ControlLLMForCausalLM, ControlLLMOutput, control_config_for, \
     register_auto_classes
 from .strategies import STRATEGIES, register_strategy
@@ -106,5 +107,5 @@ __all__ = [
     "ExpansionConfig", "ExpansionError", "expand_model", "save_control", "load_control", "ControlLLMForCausalLM",
     "ControlLLMConfig", "ControlLLMOutput", "ControlLayer", "expanded_layer_indices", "INTERPOLATORS",
     "DIVERGENCES", "STRATEGIES", "register_interpolator", "register_divergence", "register_strategy",
-    "STRATEGY_NAMES", "INTERPOLATOR_NAMES", "DIVERGENCE_NAMES",
+    "STRATEGY_NAMES", "INTERPOLATOR_NAMES", "DIVERGENCE_NAMES", "merge_lerp",
 ]

@@ -1,0 +1,151 @@
+"""One training step on the embedded SmolLM2-135M: Control LLM vs full vs partial fine-tune (CPU).
+
+Every method runs in a fresh subprocess (so memory numbers do not leak between methods) with
+the same batch, AdamW, and bf16 autocast:
+
+- ``control``   — concat expansion, 6 Lerp layers (base blocks 4, 9, ..., 29), MSE divergence, alpha 1;
+- ``partial``   — the same 6 base blocks trainable, everything else frozen;
+- ``full``      — every parameter trainable (bf16 autocast, like the others);
+- ``full-fp32`` — full fine-tune without autocast (the DESIGN.md reference number), unless --no-fp32.
+
+Tokens/s is measured over ``--steps`` steps after ``--warmup`` steps; peak memory is the process's
+peak resident set (VmHWM, reset with /proc/self/clear_refs after warm-up) during those steps, so it
+includes weights, gradients, optimizer state and activations. Ratios are printed against the
+issue's targets: control >= 3x full tok/s, >= 0.8x partial tok/s, peak memory <= 0.6x full.
+
+    flock /tmp/probelab-heavy.lock .venv/bin/python bench/train_step.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+METHODS = ("control", "partial", "full", "full-fp32")
+
+
+def _status_mb(key: str) -> float:
+    text = open("/proc/self/status").read()
+    return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def build(method: str, model_name: str, num_expanded: int):
+    import torch
+
+    from probelab.capture import decoder_layers
+    from probelab.models import load_model
+    from probelab.models.control import expand_model, expanded_layer_indices
+
+    model, _ = load_model(model_name)
+    layers = decoder_layers(model)
+    chosen = expanded_layer_indices(len(layers), num_expanded)
+    if method == "control":
+        model = expand_model(model, num_expanded=num_expanded, interpolation="lerp", divergence="mse", alpha=1.0)
+    elif method == "partial":
+        model.requires_grad_(False)
+        for i in chosen:
+            layers[i].requires_grad_(True)
+    else:
+        model.requires_grad_(True)
+    return model.train(), torch
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, _ = build(args.worker, args.model, args.num_expanded)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker != "full-fp32")
+    rss_model = _status_mb("VmRSS")
+
+    def step():
+        with autocast:
+            out = model(input_ids=ids, labels=ids, use_cache=False)
+        loss = out.loss + getattr(out, "divergence_loss", 0.0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    for _ in range(args.warmup):
+        step()
+    _reset_peak()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    return {"method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
+            "s_per_step": elapsed / args.steps, "peak_mb": _status_mb("VmHWM"), "model_rss_mb": rss_model,
+            "trainable": sum(p.numel() for p in params), "total": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--num-expanded", type=int, default=6, help="expanded (and partially trained) layers")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 full fine-tune")
+    ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+
+    methods = args.methods.split(",") if args.methods else [m for m in METHODS if not (args.no_fp32 and m == "full-fp32")]
+    results = {}
+    passthrough = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps",
+                   str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+                   "--num-expanded", str(args.num_expanded)]
+    for m in methods:
+        print(f"running {m} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--worker", m, *passthrough], capture_output=True, text=True,
+                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            sys.exit(f"{m} failed:\n{proc.stderr[-2000:]}")
+        results[m] = json.loads(line[len("RESULT "):])
+
+    print(f"\n{args.model}, batch {args.batch}x{args.seq}, {args.steps} steps after {args.warmup} warm-up, "
+          f"{args.threads} threads, AdamW, bf16 autocast (except full-fp32)\n")
+    print(f"{'method':<10} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12}")
+    for m, r in results.items():
+        print(f"{m:<10} {r['tok_s']:8.1f} {r['s_per_step']:8.2f} {r['peak_mb']:9.0f} {r['model_rss_mb']:9.0f} "
+              f"{r['trainable']:>12,}")
+    if "control" in results:
+        c = results["control"]
+        print()
+        checks = []
+        for ref, target in (("full", 3.0), ("full-fp32", 3.0), ("partial", 0.8)):
+            if ref in results:
+                ratio = c["tok_s"] / results[ref]["tok_s"]
+                checks.append((f"tok/s control / {ref}", ratio, f">= {target}", ratio >= target))
+        for ref in ("full", "full-fp32"):
+            if ref in results:
+                ratio = c["peak_mb"] / results[ref]["peak_mb"]
+                checks.append((f"peak mem control / {ref}", ratio, "<= 0.6", ratio <= 0.6))
+        for name, ratio, target, ok in checks:
+            print(f"{name:<28} {ratio:6.2f}x  target {target:<7} {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
