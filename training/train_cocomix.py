@@ -40,7 +40,7 @@ import yaml
 DEFAULTS = {
     "mode": "cocomix",          # cocomix | ntp (the NTP baseline is width-matched to CoCoMix)
     "seed": 0,                  # model init and data order
-    "out_dir": "training/runs/cocomix",  # {mode} is replaced by the mode
+    "out_dir": "runs/cocomix/{mode}",  # {mode} is replaced by the mode (runs/ is git-ignored)
     "data": {
         "source": "wiki",       # wiki: offline Wikipedia intros (probelab.data) | openwebtext: datasets, network
         "tokenizer": "smollm2-135m",  # the student shares the teacher's tokenizer (labels are per token)
@@ -58,6 +58,8 @@ DEFAULTS = {
         "label_batch_size": 8,  # teacher batch when labelling
         "autocast_bf16": True,  # teacher in bf16 autocast while labelling (~1.5x faster on this CPU)
         "cache_dir": None,      # label cache folder (default: <probelab cache>/cocomix_labels/<hash>)
+        "n_concepts": None,     # C (the SAE width); read from the SAE when null. Setting it lets the NTP
+                                # baseline be sized without loading (or first training) the SAE
     },
     "student": {                # a LlamaConfig; vocab and special ids come from the tokenizer
         "hidden_size": 128,
@@ -350,17 +352,34 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, int]:
     return state["step"], state["tokens"]
 
 
-def compression_stats(model) -> dict:
-    """Paper Fig. 6c: how sparse the compression weight W_comp [d, C] is, per concept column."""
+@torch.no_grad()
+def compression_stats(model, val_blocks, batch_size: int) -> dict:
+    """Paper Fig. 6c: how sparse the compression weight ``W_comp [d, C]`` is, and which concepts are used.
+
+    Per concept column: its L2 norm (at init every column has norm ~ initializer_range * sqrt(d));
+    on the validation blocks: how often each concept is among the TopK that get compressed.
+    """
     comp = getattr(model, "compressor", None)
     if comp is None:
         return {}
-    norms = comp.column_norms()
-    w = comp.proj.weight.detach().float().abs()
-    return {"columns": int(norms.numel()),
-            "column_norm_median": float(norms.median()), "column_norm_max": float(norms.max()),
-            "frac_columns_below_10pct_of_max": float((norms < 0.1 * norms.max()).float().mean()),
-            "frac_weights_below_1pct_of_max": float((w < 0.01 * w.max()).float().mean())}
+    model.eval()
+    counts = torch.zeros(model.cocomix.n_concepts)
+    for i in range(0, val_blocks.shape[0], batch_size):
+        ids = val_blocks[i:i + batch_size].to(next(model.parameters()).device)
+        counts += torch.bincount(model(ids).concept_ids.flatten().cpu(), minlength=counts.numel()).float()
+    norms = comp.column_norms().cpu()
+    init = model.config.initializer_range * model.config.hidden_size ** 0.5
+    q = torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9, 0.99])).tolist()
+    used = counts > 0
+    share = counts.sort(descending=True).values
+    return {"columns": int(norms.numel()), "init_column_norm": round(init, 4),
+            "column_norm_p10_p50_p90_p99": [round(x, 4) for x in q], "column_norm_max": round(float(norms.max()), 4),
+            "frac_columns_below_half_init": round(float((norms < 0.5 * init).float().mean()), 4),
+            "frac_columns_above_2x_init": round(float((norms > 2 * init).float().mean()), 4),
+            "frac_concepts_chosen_on_val": round(float(used.float().mean()), 4),
+            "top50_concepts_share_of_choices": round(float(share[:50].sum() / share.sum()), 4),
+            "mean_norm_chosen_vs_never": [round(float(norms[used].mean()), 4),
+                                          round(float(norms[~used].mean()), 4) if (~used).any() else None]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,8 +410,12 @@ def main(argv: list[str] | None = None) -> None:
                       f"{val_blocks.numel()} val tokens, block {d['block_size']}")
 
     # 2. teacher labels (CoCoMix only)
-    sae = load_teacher_sae(cfg, accelerator.device)
-    n_concepts = int(sae.cfg.d_sae)  # the NTP baseline needs it too: it is sized to match CoCoMix
+    n_concepts = cfg["teacher"]["n_concepts"]  # the NTP baseline needs it too: it is sized to match CoCoMix
+    if cfg["mode"] == "cocomix" or n_concepts is None:
+        sae = load_teacher_sae(cfg, accelerator.device)
+        if n_concepts is not None and n_concepts != int(sae.cfg.d_sae):
+            raise SystemExit(f"error: teacher.n_concepts={n_concepts} but the SAE has {sae.cfg.d_sae} latents")
+        n_concepts = int(sae.cfg.d_sae)
     labeler, labels = None, None
     if cfg["mode"] == "cocomix":
         labeler = make_labeler(cfg, sae, accelerator.device)
@@ -506,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
                 unwrapped.save_pretrained(tmp)
                 tok.save_pretrained(tmp)
         summary = {"mode": cfg["mode"], "parameters": n_params, "tokens_seen": tokens_seen,
-                   "hidden_size": unwrapped.config.hidden_size, "compression": compression_stats(unwrapped),
+                   "hidden_size": unwrapped.config.hidden_size, "compression": compression_stats(unwrapped, val_blocks, cfg["eval_batch_size"]),
                    "train_seconds": round(time.time() - t0, 1)}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         accelerator.print(json.dumps(summary))
