@@ -195,3 +195,18 @@ def test_bad_input_is_one_line_error(teacher):
         labeler(too_long)
     with pytest.raises(ProbelabError, match="k_attr"):
         ConceptLabeler(model, sae, k_attr=0)
+
+
+def test_smollm2_site_13_is_block_12_output(smollm2):
+    """The recipe's hook 'model.layers.12' reads capture's resid index 13 on the embedded model."""
+    model, tok = smollm2
+    sae = tiny_sae(d_in=576, d_sae=256, k=16, hook_name="model.layers.12")
+    labeler = ConceptLabeler(model, sae, k_attr=4)
+    assert labeler.site == 13
+    text = "The Eiffel Tower is in Paris."
+    enc = tok([text], return_tensors="pt")
+    att = labeler.attribution(enc["input_ids"], enc["attention_mask"])
+    caps = capture(model, tok, [text], select="all")
+    torch.testing.assert_close(att.residual[0], caps.states["resid"][0][13], rtol=1e-4, atol=1e-3)
+    labels = labeler.labels_from(att)
+    assert (labels[0, -1] == IGNORE_LABEL).all() and (labels[0, :-1] >= 0).all()

@@ -100,7 +100,7 @@ def test_quality_numbers_on_exact_reconstruction():
 def test_tiny_training_run_writes_a_loadable_sae(tmp_path):
     from probelab.sae.train import SAETrainConfig, read_meta, train_sae
 
-    cfg = SAETrainConfig(model="tiny-llama", layer=2, d_sae=64, k=4, training_tokens=1024, batch_tokens=128,
+    cfg = SAETrainConfig(model="tiny-llama", layer=2, d_sae=64, k=4, cache_tokens=1500, training_tokens=2048, batch_tokens=128,
                          context_size=32, store_batch_prompts=4, n_batches_in_buffer=8,
                          n_batches_for_norm_estimate=1, n_eval_texts=4, lr_warm_up_steps=1)
     sae = train_sae(cfg, tmp_path / "sae", progress=False)

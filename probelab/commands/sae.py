@@ -40,7 +40,8 @@ def train_cmd(
     layer: int = typer.Option(13, help="residual index (probelab.capture numbering; 13 = output of block 12)"),
     d_sae: int = typer.Option(None, help="number of latents"),
     k: int = typer.Option(None, help="active latents per token (TopK)"),
-    tokens: int = typer.Option(None, help="training tokens"),
+    tokens: int = typer.Option(None, help="training tokens (SAE steps x batch; epochs over the cached activations)"),
+    cache_tokens: int = typer.Option(None, help="LM tokens whose activations are computed once and cached"),
     lr: float = typer.Option(None, help="learning rate"),
     batch_tokens: int = typer.Option(None, help="tokens per optimiser step"),
     force: bool = typer.Option(False, help="retrain even if the output folder holds an SAE"),
@@ -52,7 +53,7 @@ def train_cmd(
     target = out or default_sae_path()
     if (target / "cfg.json").is_file() and not force:
         raise ProbelabError(f"{target} already holds an SAE; pass --force to retrain")
-    overrides = {k_: v for k_, v in dict(d_sae=d_sae, k=k, training_tokens=tokens, lr=lr,
+    overrides = {k_: v for k_, v in dict(d_sae=d_sae, k=k, training_tokens=tokens, cache_tokens=cache_tokens, lr=lr,
                                           batch_tokens=batch_tokens).items() if v is not None}
     cfg = SAETrainConfig(model=model, layer=layer, **overrides)
     train_sae(cfg, target)

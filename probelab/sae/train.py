@@ -39,7 +39,9 @@ class SAETrainConfig:
     layer: int = 13                 # residual index (probelab.capture numbering): output of block 12
     d_sae: int = 4608               # latents (8x the SmolLM2 width of 576)
     k: int = 32                     # active latents per token (TopK)
-    training_tokens: int = 800_000  # activations seen by the SAE
+    cache_tokens: int = 150_000     # LM tokens run once and cached (phase 1)
+    training_tokens: int = 750_000  # activations seen by the SAE (phase 2: epochs over the cache)
+    keep_activations: bool = False  # keep the phase-1 cache beside the SAE folder (for re-tuning)
     batch_tokens: int = 1024        # tokens per optimiser step
     context_size: int = 128         # tokens per LM context (contexts pack several intros)
     store_batch_prompts: int = 8    # LM batch (contexts) per activation-store refill step
@@ -84,9 +86,56 @@ class SAETrainConfig:
         ), LanguageModelSAERunnerConfig
 
 
+def _model_folder(cfg: SAETrainConfig, model, tok, scratch: Path) -> str:
+    """A folder sae-lens can load the model from (the embedded cache, a local folder, or a saved copy)."""
+    from ..models import MODELS
+
+    spec = MODELS.get(str(cfg.model))
+    if spec is not None and spec.source == "embedded":
+        from ..models.embedded import materialize_embedded
+
+        return str(materialize_embedded(spec.name))
+    if Path(str(cfg.model)).is_dir():
+        return str(Path(str(cfg.model)).resolve())
+    folder = scratch / "model"
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def cache_activations(cfg: SAETrainConfig, model_folder: str, texts: list[str], d_in: int, out: Path) -> Path:
+    """Phase 1: run the LM once over ``cfg.cache_tokens`` tokens and store the site's activations (sae-lens)."""
+    from datasets import Dataset
+    from sae_lens import CacheActivationsRunner, CacheActivationsRunnerConfig
+
+    sliced = cfg.context_size - 1
+    batch = cfg.store_batch_prompts * sliced
+    per_buffer = max(batch, (cfg.cache_tokens // 8) // batch * batch)  # ~8 shards: a progress bar with steps
+    cache_cfg = CacheActivationsRunnerConfig(
+        dataset_path="probelab/wiki-intros", model_name=model_folder, model_class_name="AutoModelForCausalLM",
+        model_batch_size=cfg.store_batch_prompts, hook_name=cfg.hook_name, d_in=d_in,
+        training_tokens=cfg.cache_tokens, context_size=cfg.context_size, seqpos_slice=(1, None),
+        buffer_size_gb=(per_buffer + 1) * d_in * 4 / 1e9, new_cached_activations_path=str(out),
+        shuffle=True, seed=cfg.seed, dtype="float32", device="cpu", autocast_lm=cfg.autocast_lm,
+        streaming=False, prepend_bos=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        CacheActivationsRunner(cache_cfg, override_dataset=Dataset.from_dict({"text": texts})).run()
+    return out
+
+
 def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = None, progress: bool = True,
-              model_and_tok=None):
-    """Train, evaluate on held-out intros, save atomically to ``out``; return the loaded sae-lens SAE."""
+              model_and_tok=None, activations: str | Path | None = None):
+    """Train, evaluate on held-out intros, save atomically to ``out``; return the loaded sae-lens SAE.
+
+    Phase 1 caches ``cache_tokens`` LM activations (sae-lens ``CacheActivationsRunner``; or reuse
+    ``activations``, a folder from an earlier run); phase 2 trains for ``training_tokens`` over that
+    cache (several epochs) with ``LanguageModelSAETrainingRunner``. The LM forward pass costs ~3x an
+    SAE step on this CPU, so reusing activations buys several times more SAE steps per minute.
+    """
+    import shutil
+    import tempfile
+
     from datasets import Dataset
     from sae_lens import LanguageModelSAETrainingRunner
     from sae_lens.load_model import HookedProxyLM
@@ -105,27 +154,43 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
         raise ProbelabError(f"layer {cfg.layer} is not a block output of this model (1..{n_layers})")
     train_texts, heldout = wiki_texts(cfg.n_heldout, seed=cfg.seed)
     out = Path(out) if out is not None else cache_dir() / "saes" / DEFAULT_NAME
-    sae_cfg, kwargs, runner_cls = cfg.runner_config(str(cfg.model), "")
-    sae_cfg.d_in = d_model
-    proxy = HookedProxyLM(model, tok, hook_names=[cfg.hook_name])
+    scratch = Path(tempfile.mkdtemp(prefix="probelab-sae-", dir=cache_dir()))
     started = time.time()
-    with atomic_dir(out) as tmp:
-        kwargs["output_path"] = str(tmp)
-        runner_cfg = runner_cls(sae=sae_cfg, **kwargs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runner = LanguageModelSAETrainingRunner(
-                runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts}), override_model=proxy)
-            runner.run()
-        train_seconds = time.time() - started
-        sae = load_sae(tmp)
-        states = site_states(model, tok, heldout[:cfg.n_eval_texts], cfg.layer, progress=progress)
-        quality = sae_quality(sae, states)
-        meta = {"format": "probelab.sae", "model": str(cfg.model), "resid_index": cfg.layer,
-                "hook_name": cfg.hook_name, "train_seconds": round(train_seconds, 1),
-                "heldout_quality": quality.as_dict(), "config": asdict(cfg),
-                "torch_threads": torch.get_num_threads()}
-        (tmp / PROBELAB_FILE).write_text(json.dumps(meta, indent=1))
+    try:
+        if activations is None:
+            acts = cache_activations(cfg, _model_folder(cfg, model, tok, scratch), train_texts, d_model,
+                                     scratch / "activations")
+        else:
+            acts = Path(activations)
+        cache_seconds = time.time() - started
+        sae_cfg, kwargs, runner_cls = cfg.runner_config(str(cfg.model), "")
+        sae_cfg.d_in = d_model
+        kwargs.update(use_cached_activations=True, cached_activations_path=str(acts),
+                      context_size=cfg.context_size - 1, seqpos_slice=(None,))
+        proxy = HookedProxyLM(model, tok, hook_names=[cfg.hook_name])
+        with atomic_dir(out) as tmp:
+            kwargs["output_path"] = str(tmp)
+            runner_cfg = runner_cls(sae=sae_cfg, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runner = LanguageModelSAETrainingRunner(  # the text is unused (cached activations) but required
+                    runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts[:64]}), override_model=proxy)
+                runner.run()
+            train_seconds = time.time() - started
+            sae = load_sae(tmp)
+            states = site_states(model, tok, heldout[:cfg.n_eval_texts], cfg.layer, progress=progress)
+            quality = sae_quality(sae, states)
+            meta = {"format": "probelab.sae", "model": str(cfg.model), "resid_index": cfg.layer,
+                    "hook_name": cfg.hook_name, "train_seconds": round(train_seconds, 1),
+                    "cache_seconds": round(cache_seconds, 1), "heldout_quality": quality.as_dict(),
+                    "config": asdict(cfg), "torch_threads": torch.get_num_threads()}
+            (tmp / PROBELAB_FILE).write_text(json.dumps(meta, indent=1))
+        if cfg.keep_activations and activations is None:
+            keep = out.parent / f".{out.name}.activations"
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(str(acts), keep)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return load_sae(out)
 
 
