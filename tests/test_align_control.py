@@ -99,3 +99,22 @@ def test_fine_tune_vs_base_compares_every_block_output(probe_file):
     assert eu[0] == pytest.approx(0, abs=1e-6) and eu[1] == pytest.approx(0, abs=1e-6)  # before the tuned block
     assert eu[2] > 0 and eu[3] > 0
     assert load_probes(str(probe_file)).texts == list(res.tables["probes"].query("layer == 1 and token == 'last'")["text"])
+
+
+def test_control_llm_against_its_base_through_the_merged_stream(probe_file):
+    tok = tiny_tokenizer()
+    res = run_alignment((control(), tok), base=(tiny_llama(), tok), probes=str(probe_file), umap=False, progress=False)
+    assert res.summary["mode"] == "models" and len(res.layer_rows) == 4
+    assert res.score == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.integration
+def test_embedded_model_expanded_at_init_is_perfectly_aligned(smollm2, probe_file):
+    import copy
+
+    model, tok = smollm2
+    ctrl = expand_model(copy.deepcopy(model), ExpansionConfig(num_expanded=3)).eval()
+    res = run_alignment((ctrl, tok), probes=str(probe_file), umap=False, progress=False, use_cache=False)
+    assert [r["layer"] for r in res.layer_rows] == ctrl.merged_layers and len(res.layer_rows) == 3
+    assert all(r["cosine"] == pytest.approx(1.0, abs=1e-5) and r["nn_retention"] == 1.0 for r in res.layer_rows)
+    assert res.score == pytest.approx(1.0, abs=1e-5)
