@@ -210,3 +210,13 @@ def test_smollm2_site_13_is_block_12_output(smollm2):
     torch.testing.assert_close(att.residual[0], caps.states["resid"][0][13], rtol=1e-4, atol=1e-3)
     labels = labeler.labels_from(att)
     assert (labels[0, -1] == IGNORE_LABEL).all() and (labels[0, :-1] >= 0).all()
+
+
+def test_bf16_autocast_scores_track_fp32(batch):
+    model, sae = tiny_llama(num_layers=3, seed=1), tiny_sae(d_in=64, d_sae=48, k=6, hook_name=SITE_HOOK)
+    ids, mask = batch
+    exact = attribute(model, sae, ids, mask, "official").scores
+    fast = attribute(model, sae, ids, mask, "official", autocast=torch.bfloat16).scores
+    assert fast.dtype == exact.dtype
+    corr = torch.corrcoef(torch.stack([exact.flatten(), fast.flatten()]))[0, 1]
+    assert corr > 0.98
