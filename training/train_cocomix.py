@@ -318,7 +318,7 @@ def lr_at(step: int, o) -> float:
     return floor + 0.5 * (o["lr"] - floor) * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def save_checkpoint(folder: Path, model, optimizer, step: int, tokens: int, accelerator) -> None:
+def save_checkpoint(folder: Path, model, optimizer, step: int, tokens: int, elapsed: float, accelerator) -> None:
     """model.safetensors + optimizer.safetensors + state.json, written atomically (main process)."""
     from safetensors.torch import save_file
 
@@ -333,12 +333,12 @@ def save_checkpoint(folder: Path, model, optimizer, step: int, tokens: int, acce
             save_file({k: v.detach().cpu().clone().contiguous() for k, v in weights.items()},
                       str(tmp / "model.safetensors"))
             save_file(flat, str(tmp / "optimizer.safetensors"))
-            (tmp / "state.json").write_text(json.dumps({"step": step, "tokens": tokens,
+            (tmp / "state.json").write_text(json.dumps({"step": step, "tokens": tokens, "elapsed_s": elapsed,
                                                         "param_groups": opt["param_groups"]}))
     accelerator.wait_for_everyone()
 
 
-def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, int]:
+def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, int, float]:
     from safetensors.torch import load_file
 
     state = json.loads((folder / "state.json").read_text())
@@ -349,7 +349,7 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, int]:
         _, i, name = key.split(".", 2)
         per_param.setdefault(int(i), {})[name] = v
     optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
-    return state["step"], state["tokens"]
+    return state["step"], state["tokens"], state.get("elapsed_s", 0.0)
 
 
 @torch.no_grad()
@@ -431,10 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.print(f"model: {cfg['mode']}, {n_params / 1e6:.2f}M parameters "
                       f"(hidden {model.config.hidden_size}, {model.config.num_hidden_layers} layers)")
     optimizer = make_optimizer(model, o)
-    start, tokens_seen = 0, 0
+    start, tokens_seen, elapsed = 0, 0, 0.0
     ckpt = out / "checkpoint"
     if cfg["resume"] and (ckpt / "state.json").is_file():
-        start, tokens_seen = load_checkpoint(ckpt, model, optimizer)
+        start, tokens_seen, elapsed = load_checkpoint(ckpt, model, optimizer)
         accelerator.print(f"resumed from {ckpt} at step {start}")
     model, optimizer = accelerator.prepare(model, optimizer)
     if streaming:
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             with metrics_file.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=fields).writerow(row)
 
-    t0 = time.time()
+    t0 = time.time() - elapsed  # training wall time, continued across resumes
     if start == 0:
         log({"step": 0, "tokens": 0, "val_ppl": round(validation_ppl(model, val_blocks, cfg["eval_batch_size"],
                                                                     accelerator), 3), "elapsed_s": 0})
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         log(row)
         stop = cfg["stop_after"] is not None and done - start >= cfg["stop_after"] and done < o["steps"]
         if done % cfg["save_every"] == 0 or done == o["steps"] or stop:
-            save_checkpoint(ckpt, model, optimizer, done, tokens_seen, accelerator)
+            save_checkpoint(ckpt, model, optimizer, done, tokens_seen, time.time() - t0, accelerator)
         if stop:
             accelerator.print(f"stopped after step {done}; run again to resume")
             return
