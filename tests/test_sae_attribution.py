@@ -26,7 +26,7 @@ def teacher():
 @pytest.fixture(scope="module")
 def batch():
     tok = tiny_tokenizer()
-    enc = tok(["Hello there, friend.", "Sparse codes!"], return_tensors="pt", padding=True)
+    enc = tok(["Hello, friend.", "Sparse!"], return_tensors="pt", padding=True)
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -220,3 +220,17 @@ def test_bf16_autocast_scores_track_fp32(batch):
     assert fast.dtype == exact.dtype
     corr = torch.corrcoef(torch.stack([exact.flatten(), fast.flatten()]))[0, 1]
     assert corr > 0.98
+
+
+def test_paper_variant_on_qwen2_matches_per_position_loop():
+    """A second architecture (attention biases): batched next-token gradients equal the loop."""
+    from probelab.models.tiny import tiny_qwen2
+
+    model = tiny_qwen2(num_layers=2, seed=4).double()
+    sae = tiny_sae(d_in=64, d_sae=32, k=4, hook_name="model.layers.0", dtype="float64", seed=5)
+    ids = tiny_tokenizer()(["Qwen!"], return_tensors="pt")["input_ids"]
+    att = attribute(model, sae, ids, None, "paper")
+    for t in range(ids.shape[1] - 1):
+        z, losses, _ = _loss_with_latents(model, sae, ids, "pre", site=1)
+        (g,) = torch.autograd.grad(losses[0, t], z)
+        torch.testing.assert_close(att.scores[0, t], (z * g).detach()[0, t], rtol=1e-7, atol=1e-10)
