@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "probelab.commands.align",
     "probelab.commands.steer",
     "probelab.commands.sae", "probelab.commands.concepts",
+    "probelab.commands.app",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,66 @@
+"""The ``streamlit run`` command behind ``probelab app``: local only by default, headless, no telemetry.
+
+>>> argv = streamlit_argv(Path("apps/probelab_app.py"), "127.0.0.1", 8501)
+>>> argv[argv.index("--browser.gatherUsageStats") + 1], argv[argv.index("--server.address") + 1]
+('false', '127.0.0.1')
+"""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+from ..errors import ProbelabError
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+APP_FILE = "probelab_app.py"
+
+
+def app_script() -> Path:
+    """The Streamlit entry script, ``apps/probelab_app.py`` in the source tree (editable install)."""
+    path = Path(__file__).resolve().parents[2] / "apps" / APP_FILE
+    if not path.is_file():
+        raise ProbelabError(f"the app script {path} is missing; run `probelab app` from a source checkout "
+                            "(pip install -e .)")
+    return path
+
+
+def is_local(host: str) -> bool:
+    return host.strip().lower() in LOCAL_HOSTS
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when the app would listen beyond this machine (it has no authentication)."""
+    if is_local(host):
+        return None
+    return (f"warning: binding to {host} makes the app reachable from other machines; it has no authentication "
+            "and loads any model folder a visitor names. Use 127.0.0.1 unless you mean it.")
+
+
+def check_port(host: str, port: int) -> None:
+    """One-line error when ``port`` is not a valid port or is already taken on ``host``."""
+    if not 1 <= port <= 65535:
+        raise ProbelabError(f"port {port} is out of range 1..65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ProbelabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def streamlit_argv(script: Path, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(script),
+            "--server.address", host, "--server.port", str(port),
+            "--server.headless", "true",               # no browser auto-open, no e-mail prompt
+            "--browser.gatherUsageStats", "false",     # no telemetry
+            "--server.fileWatcherType", "none",        # no file watcher threads (this is not a dev server)
+            "--global.developmentMode", "false",
+            "--client.toolbarMode", "minimal"]

@@ -1,0 +1,89 @@
+"""Streamlit-side helpers shared by the app's pages: cached models and results, and error display.
+
+Models, SAEs and concept labels are cached with ``st.cache_resource`` (one copy per server process);
+alignment results with ``st.cache_data`` (on top of the disk store in :mod:`.alignment`). Any
+exception inside :func:`guard` becomes an ``st.error`` line; the page keeps running.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import streamlit as st
+
+from ..errors import ProbelabError
+from . import alignment as al
+from . import concepts as cc
+from .settings import AppSettings
+
+
+def settings() -> AppSettings:
+    """Settings from the environment, with ``?model=`` / ``?sae=`` query parameters on top."""
+    try:
+        query = {k: st.query_params.get(k) for k in ("model", "sae") if st.query_params.get(k)}
+    except Exception:  # no query params outside a browser session
+        query = {}
+    return AppSettings.from_env(query=query)
+
+
+def message(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(e, ProbelabError):
+        return first or type(e).__name__
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def guard(what: str = "") -> Iterator[None]:
+    """Show an exception as one ``st.error`` line (never a traceback page); the rest of the page still runs.
+
+    Streamlit's own control flow (``st.stop``, reruns) derives from ``BaseException`` and passes through.
+    """
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - this is the app's error boundary
+        st.error((f"{what}: " if what else "") + message(e))
+
+
+# ---- cached resources -------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def model_pair(spec: str):
+    """``(model, tokenizer)`` of a model name or folder; one copy per server process."""
+    from ..models import load_model
+
+    return load_model(spec.strip())
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def at_init_pair(target: al.AtInit):
+    """A freshly expanded copy of the base model (``expand_model`` changes the model it is given)."""
+    return al.build_at_init(target)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def sae_for(source: str, model_spec: str):
+    return cc.get_sae(source, model_pair(model_spec)[0])
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def labels_for(source: str, model_spec: str):
+    model, tok = model_pair(model_spec)
+    return cc.get_labels(model, tok, sae_for(source, model_spec), source)
+
+
+# ---- cached results ---------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def alignment(target, probe_set, options, _progress=None):
+    """The alignment of ``target`` (see :func:`probelab.app_support.alignment.align`), cached per session args."""
+    return al.align(target, probe_set, options, build=at_init_pair, progress=_progress)
+
+
+def progress_reporter():
+    """A progress bar and a callback ``(fraction, message)`` that moves it."""
+    bar = st.progress(0.0, text="starting")
+
+    def report(fraction: float, text: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+
+    return bar, report
