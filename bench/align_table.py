@@ -68,7 +68,9 @@ def main() -> None:
     if not finals:
         raise SystemExit(f"no <method>/final model folders under {runs}; train them first (training/train_csft.py)")
     out = Path(args.out) if args.out else runs / "alignment"
-    ckpts = [describe(f) for f in finals]
+    # paper order: Control LLM with a divergence loss, Control LLM without, then the other methods
+    ckpts = sorted((describe(f) for f in finals),
+                   key=lambda c: (not c["control"], "no divergence" in c["name"], c["name"]))
     base = args.base or next((c["base"] for c in ckpts if c["base"]), None) or "smollm2-135m"
 
     rows, folders = [], []

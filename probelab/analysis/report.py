@@ -115,7 +115,8 @@ def umap_figure(df: pd.DataFrame, color: str, title: str):
                 hovertemplate="%{customdata[0]}<br>layer %{customdata[1]} · %{customdata[2]}<extra>" + side + "</extra>"))
             if color == "side":
                 break
-    fig.update_layout(title=title, height=560, xaxis_title="UMAP 1", yaxis_title="UMAP 2")
+    fig.update_layout(title=title, height=560, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
 
 
