@@ -118,3 +118,23 @@ def test_embedded_model_expanded_at_init_is_perfectly_aligned(smollm2, probe_fil
     assert [r["layer"] for r in res.layer_rows] == ctrl.merged_layers and len(res.layer_rows) == 3
     assert all(r["cosine"] == pytest.approx(1.0, abs=1e-5) and r["nn_retention"] == 1.0 for r in res.layer_rows)
     assert res.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_folder_fingerprint_follows_file_content(tmp_path):
+    import os
+
+    from probelab.analysis import cache
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    w = folder / "model.safetensors"
+    w.write_bytes(b"a" * 1000)
+    first = cache.folder_fingerprint(folder)
+    assert cache.folder_fingerprint(folder) == first
+    st = w.stat()
+    w.write_bytes(b"b" * 1000)                       # same size; new content
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert cache.folder_fingerprint(folder) != first
+    (folder / "tokenizer.json").write_text("{}")     # a new file changes it too
+    assert len({first, cache.folder_fingerprint(folder)}) == 2
