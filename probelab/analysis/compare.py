@@ -83,12 +83,14 @@ def _figures(runs: list[dict], table: pd.DataFrame) -> str:
         cols = min(3, len(with_map))
         nrows = -(-len(with_map) // cols)
         grid = make_subplots(rows=nrows, cols=cols, subplot_titles=[m["_name"] for m in with_map])
+        lo = min(m["_umap"]["layer"].min() for m in with_map)  # one colour scale for every panel
+        hi = max(m["_umap"]["layer"].max() for m in with_map)
         for i, m in enumerate(with_map):
             u = m["_umap"]
             for side, symbol in (("pretrained", "circle"), ("expanded", "diamond")):
                 d = u[u["side"] == side]
                 grid.add_trace(go.Scatter(x=d["x"], y=d["y"], mode="markers", text=d["text"], showlegend=False,
-                                          marker=dict(color=d["layer"], colorscale="Viridis", symbol=symbol, size=5,
+                                          marker=dict(color=d["layer"], colorscale="Viridis", symbol=symbol, size=5, cmin=lo, cmax=hi,
                                                       showscale=(i == 0 and side == "pretrained"))),
                                row=i // cols + 1, col=i % cols + 1)
         grid.update_layout(height=380 * nrows, title="UMAP per checkpoint (colour: layer; circle A, diamond B)")
