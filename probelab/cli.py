@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "probelab.commands.steer",
     "probelab.commands.sae", "probelab.commands.concepts",
     "probelab.commands.app",
+    "probelab.commands.train",
 ]
 
 app = typer.Typer(

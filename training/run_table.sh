@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Reproduce training/results/cpu-small.{md,csv}: the base model once, then every method with the
+# same data, steps and optimizer (training/configs/cpu-small.yaml), one after the other, each
+# under the shared heavy-job lock. Final checkpoints: runs/cpu-small/<method>/final.
+#   bash training/run_table.sh            # all methods
+#   bash training/run_table.sh full lerp-mse   # a subset (names below)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+CFG=training/configs/cpu-small.yaml
+ROOT=${ROOT:-runs/cpu-small}
+LOCK=${LOCK:-/tmp/probelab-heavy.lock}
+
+declare -A METHOD=(
+  [base]="method.name=full train.steps=0 eval.at_start=true"
+  [full]="method.name=full"
+  [partial]="method.name=partial method.every=5"
+  [stack]="method.name=stack method.num_expanded=6"
+  [hybrid]="method.name=hybrid method.num_expanded=6 method.interpolation=lerp method.divergence=mse"
+  [lerp-mse]="method.name=control method.interpolation=lerp method.divergence=mse"
+  [lerp]="method.name=control method.interpolation=lerp method.divergence=none"
+  [dlerp]="method.name=control method.interpolation=dlerp method.divergence=none"
+)
+ORDER=(base full lerp-mse lerp partial dlerp stack hybrid)  # most informative first
+[ $# -gt 0 ] && ORDER=("$@")
+
+for name in "${ORDER[@]}"; do
+  sets=()
+  for kv in ${METHOD[$name]}; do sets+=(--set "$kv"); done
+  mkdir -p "$ROOT/$name"
+  echo "== $name: $(date -u +%H:%M:%S)"
+  flock "$LOCK" "$PY" training/train_csft.py --config "$CFG" --set "run.out_dir=$ROOT/$name" "${sets[@]}" \
+    > "$ROOT/$name/log.txt" 2>&1 || { echo "$name failed: see $ROOT/$name/log.txt"; continue; }
+  grep -E '^\[(eval|train)\]' "$ROOT/$name/log.txt" | tail -3
+done
+"$PY" training/make_table.py --root "$ROOT" --out training/results

@@ -1,0 +1,266 @@
+"""Continual SFT (and continual pretraining) of a pretrained decoder, five ways, in one script.
+
+    python training/train_csft.py --config training/configs/cpu-smoke.yaml
+    accelerate launch training/train_csft.py --config training/configs/cpu-smoke.yaml
+    accelerate launch --multi_gpu --num_processes 2 training/train_csft.py --config ...   # also on CPU (gloo)
+    accelerate launch --config_file training/accelerate/fsdp.yaml training/train_csft.py \
+        --config training/configs/gpu-llama3.1-8b-openmath2-control.yaml
+
+Methods (``method.name``): ``full`` fine-tune, ``partial`` (1 of every k blocks), ``stack``
+(LLaMA-Pro), ``hybrid`` and ``control`` (Control LLM, any interpolator / divergence loss).
+Every setting lives in the config file; ``--set section.key=value`` overrides one. The defaults
+and why they are what they are: ``probelab/train/config.py``.
+
+Outputs under ``run.out_dir``: ``config.json``, ``metrics.jsonl/.csv`` (CE and divergence loss per
+step), ``evals.jsonl/.csv`` (skill accuracy, Wikipedia perplexity, MMLU accuracy), ``curves.html``,
+``checkpoints/step-N`` (resumable; atomic; safetensors + JSON) and ``final`` (a model folder that
+``probelab.load_model`` reads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from probelab.errors import ProbelabError
+from probelab.paths import atomic_dir, atomic_write_text
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # ---------------------------------------------------------------- 1. configuration
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", help="YAML or TOML file (training/configs/*.yaml)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = ap.parse_args(argv)
+
+    from probelab.train.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(cfg.run.out_dir)
+    ckpt_root = out / "checkpoints"
+
+    # ---------------------------------------------------------------- 2. processes and precision
+    # Accelerate decides single process / DDP / FSDP from how the script was launched.
+    # bf16 autocast keeps master weights fp32 (the paper's recipe is bf16 mixed precision).
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method.name in {"control", "hybrid"})
+    # cpu=True without CUDA makes processes started by torchrun (accelerate launch --multi_gpu)
+    # form a gloo process group on CPU.
+    acc = Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
+    is_main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
+    distributed = acc.distributed_type.value not in {"NO"}
+    if acc.device.type == "cpu":
+        torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // world)))
+    torch.manual_seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+
+    # ---------------------------------------------------------------- 3. resume or start fresh
+    from probelab.train.checkpoint import CheckpointError, latest_checkpoint, read_state
+
+    resume_from = None if cfg.run.resume == "never" else latest_checkpoint(ckpt_root)
+    if cfg.run.resume == "must" and resume_from is None:
+        raise CheckpointError(f"run.resume=must but {ckpt_root} has no checkpoint")
+    if resume_from is not None:
+        saved = read_state(resume_from)
+        if saved.get("fingerprint") != cfg.fingerprint():
+            diff = sorted(k for k in set(cfg.identity()) | set(saved.get("identity", {}))
+                          if cfg.identity().get(k) != saved.get("identity", {}).get(k))
+            raise CheckpointError(f"cannot resume {out}: the config differs from the checkpoint's in "
+                                  f"{', '.join(diff[:4]) or 'its fingerprint'} (use a new run.out_dir)")
+
+    # ---------------------------------------------------------------- 4. model and method
+    # The base model is loaded in fp32; the method freezes / expands it (probelab/train/methods.py).
+    from probelab.models import load_model
+    from probelab.train.methods import apply_method, count_params
+
+    base, tok = load_model(cfg.model.name, allow_network=cfg.model.allow_network)
+    model = apply_method(base, cfg.method)
+    n_train_params, n_params = count_params(model)
+    if is_main:
+        print(f"[train] {cfg.method.name}: {n_train_params:,} of {n_params:,} parameters trainable "
+              f"({100 * n_train_params / n_params:.1f}%), {world} process(es) on {acc.device}", flush=True)
+
+    # ---------------------------------------------------------------- 5. data
+    # Skill tasks: train and eval sets come from one call that guarantees they never overlap.
+    # Wiki: held-out intros for perplexity are excluded from the training text.
+    from probelab.data import skill_task, wiki_split
+    from probelab.data.sft import collate, encode
+
+    skill_eval = []
+    if cfg.data.source == "skill":
+        train_ex, skill_eval = skill_task(cfg.data.task).split(cfg.data.n_train, max(cfg.eval.skill_n, 1), cfg.run.seed)
+    elif cfg.data.source == "wiki":
+        from probelab.data.examples import Example
+
+        texts, _ = wiki_split(n_eval=cfg.eval.wiki_n, n_train=cfg.data.n_train, seed=cfg.run.seed)
+        train_ex = [Example("", t) for t in texts]
+    else:
+        from probelab.data.online import load_online
+
+        train_ex = load_online(cfg.data.task, cfg.data.n_train, allow_network=cfg.model.allow_network)
+    rows = [encode(tok, ex, cfg.data.max_len, chat=cfg.data.chat) for ex in train_ex]
+    rows = [r for r in rows if any(t != -100 for t in r["labels"][1:])]  # truncation can eat the response
+    if not rows:
+        raise ProbelabError(f"no training example keeps a response token within data.max_len={cfg.data.max_len}")
+
+    from probelab.train.batches import BatchSchedule
+
+    sched = BatchSchedule(len(rows), cfg.train.micro_batch, cfg.train.grad_accum, world, cfg.run.seed)
+
+    # ---------------------------------------------------------------- 6. optimizer
+    # AdamW on the trainable parameters only; the learning rate is set by hand every step
+    # (linear warmup, cosine decay to lr * min_lr_ratio), so it needs no scheduler state.
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(0.9, 0.95), weight_decay=cfg.train.weight_decay)
+
+    def lr_at(step: int) -> float:
+        t = cfg.train
+        if step < t.warmup:
+            return t.lr * (step + 1) / t.warmup
+        progress = (step - t.warmup) / max(1, t.steps - t.warmup)
+        return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+    model, opt = acc.prepare(model, opt)
+
+    start_step = 0
+    if resume_from is not None:
+        from probelab.train.checkpoint import load_checkpoint
+
+        start_step = load_checkpoint(resume_from, model, opt, distributed)["step"]
+        if is_main:
+            print(f"[train] resumed from {resume_from} at step {start_step}", flush=True)
+
+    # ---------------------------------------------------------------- 7. logs and evaluation
+    from probelab.evals.suite import EvalSuite
+    from probelab.train.curves import MetricLog, plot_curves, read_jsonl
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    keep_rows = start_step if resume_from is not None else None
+    metrics = MetricLog(out / "metrics.jsonl", keep_rows) if is_main else None
+    evals = MetricLog(out / "evals.jsonl", keep_rows) if is_main else None
+    suite = EvalSuite.build(skill_eval, cfg.eval, cfg.run.seed) if is_main else None
+
+    def evaluate(step: int) -> None:
+        if is_main:
+            row = {"step": step, **suite.run(acc.unwrap_model(model), tok)}
+            evals.write(row)
+            print(f"[eval] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), flush=True)
+        acc.wait_for_everyone()
+
+    def checkpoint(step: int) -> None:
+        from probelab.train.checkpoint import save_checkpoint
+
+        extra = {"fingerprint": cfg.fingerprint(), "identity": cfg.identity(), "data_fingerprint": sched.fingerprint(step)}
+        save_checkpoint(ckpt_root, step, model, opt, extra, is_main, distributed, cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    if start_step == 0 and cfg.eval.at_start:
+        evaluate(0)
+
+    # ---------------------------------------------------------------- 8. the training loop
+    from tqdm.auto import tqdm
+
+    model.train()
+    bar = tqdm(range(start_step, cfg.train.steps), initial=start_step, total=cfg.train.steps,
+               disable=not is_main, desc=cfg.method.name, dynamic_ncols=True)
+    t_start, tokens_seen = time.perf_counter(), 0
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        ce_sum = div_sum = 0.0
+        micro = sched.micro_batches(step, rank)
+        for a, idx in enumerate(micro):
+            batch = {k: v.to(acc.device) for k, v in collate([rows[i] for i in idx], tok.pad_token_id).items()}
+            tokens_seen += int(batch["attention_mask"].sum())
+            # no gradient all-reduce until the last micro-batch of the step
+            sync = acc.no_sync(model) if a < len(micro) - 1 else nullcontext()
+            with sync, acc.autocast():
+                out_ = model(**batch)
+                ce = out_.loss
+                div = getattr(out_, "divergence_loss", None)
+                div = torch.zeros((), device=ce.device) if div is None else div
+                loss = (ce + div) / len(micro)
+            acc.backward(loss)
+            ce_sum += float(ce.detach()) / len(micro)
+            div_sum += float(div.detach()) / len(micro)
+        if world > 1:  # log the mean over processes; every rank sees the same value (and stops together on NaN)
+            ce_sum, div_sum = acc.reduce(torch.tensor([ce_sum, div_sum], device=acc.device), "mean").tolist()
+        if not math.isfinite(ce_sum + div_sum):
+            raise ProbelabError(f"loss is {ce_sum + div_sum} at step {step + 1} (ce={ce_sum}, divergence={div_sum}); "
+                                f"stopping; lower train.lr or check the data")
+        grad_norm = acc.clip_grad_norm_(params, cfg.train.grad_clip) if cfg.train.grad_clip > 0 else None
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if is_main and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
+            metrics.write({"step": done, "ce_loss": ce_sum, "divergence_loss": div_sum, "loss": ce_sum + div_sum,
+                           "lr": lr_at(step), "grad_norm": None if grad_norm is None else float(grad_norm),
+                           "data": sched.fingerprint(step), "seconds": round(time.perf_counter() - t_start, 2)})
+            bar.set_postfix(ce=f"{ce_sum:.3f}", div=f"{div_sum:.2g}")
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+            checkpoint(done)
+        if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.train.steps:
+            evaluate(done)
+        if cfg.run.kill_at_step and done == cfg.run.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)  # testing aid: die the hard way, no cleanup
+    bar.close()
+
+    # ---------------------------------------------------------------- 9. final model, evals, curves
+    elapsed = time.perf_counter() - t_start
+    if start_step < cfg.train.steps:  # (train.steps=0 is an evaluation-only run of the base model)
+        checkpoint(cfg.train.steps)
+        evaluate(cfg.train.steps)
+        if is_main:
+            save_final(acc.unwrap_model(model), tok, out / "final", cfg)
+    summary = {}
+    if is_main:
+        metrics.to_csv()
+        evals.to_csv()
+        plot_curves({cfg.method.name: read_jsonl(out / "metrics.jsonl")}, ["ce_loss", "divergence_loss", "lr"],
+                    out / "curves.html", f"{out.name}: training loss")
+        summary = {"steps": cfg.train.steps, "seconds": round(elapsed, 1),
+                   "tokens_per_second": round(tokens_seen * world / max(elapsed, 1e-9), 1),
+                   "trainable_params": n_train_params, "params": n_params,
+                   "evals": read_jsonl(out / "evals.jsonl")}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        print(f"[train] done: {cfg.train.steps - start_step} steps in {elapsed:.0f}s; wrote {out}", flush=True)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return summary
+
+
+def save_final(model, tok, folder: Path, cfg) -> None:
+    """A model folder ``probelab.load_model`` reads: Control LLM folders carry an ``expansion``
+    block in config.json; full / partial fine-tunes are plain HF folders."""
+    from probelab.models.control import ControlLLMForCausalLM, save_control
+
+    if isinstance(model, ControlLLMForCausalLM):
+        save_control(model, folder, tok)
+        return
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps({"method": cfg.method.name, "base": cfg.model.name,
+                                                      "config": cfg.to_dict()}, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ProbelabError as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
