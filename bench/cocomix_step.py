@@ -91,15 +91,14 @@ def main() -> None:
         from probelab.sae import load_sae
 
         sae, which = load_sae(cfg["teacher"]["sae"]), f"SAE {cfg['teacher']['sae']}"
-    lab = ConceptLabeler(teacher, sae, k_attr=cfg["teacher"]["k_attr"], variant=cfg["teacher"]["variant"],
-                         batch_size=args.label_batch)
     lids = ids[: args.label_batch]
-    lab(lids[:1, :16])  # warm-up
     res = {}
     for bf16 in (False, True):
+        lab = ConceptLabeler(teacher, sae, k_attr=cfg["teacher"]["k_attr"], variant=cfg["teacher"]["variant"],
+                             batch_size=args.label_batch, autocast=torch.bfloat16 if bf16 else None)
+        lab(lids[:1, :16])  # warm-up
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            lab(lids, torch.ones_like(lids))
+        lab(lids, torch.ones_like(lids))
         res[bf16] = lids.numel() / (time.perf_counter() - t)
     print(f"teacher labels ({cfg['teacher']['model']} + {which}, variant {cfg['teacher']['variant']}): "
           f"fp32 {res[False]:.0f} tok/s, bf16 autocast {res[True]:.0f} tok/s")

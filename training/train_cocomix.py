@@ -217,13 +217,13 @@ def make_labeler(cfg, sae, device):
     t = cfg["teacher"]
     teacher, _ = load_model(t["model"])
     return ConceptLabeler(teacher.to(device), sae, k_attr=t["k_attr"], variant=t["variant"],
-                          batch_size=t["label_batch_size"])
+                          batch_size=t["label_batch_size"], autocast=torch.bfloat16 if t["autocast_bf16"] else None)
 
 
 def provenance(cfg, n_concepts: int) -> dict:
     t = cfg["teacher"]
     return {"teacher": str(t["model"]), "sae": str(t["sae"]), "variant": t["variant"], "k_attr": t["k_attr"],
-            "n_concepts": n_concepts}
+            "n_concepts": n_concepts, "bf16": bool(t["autocast_bf16"])}
 
 
 def cached_labels(cfg, labeler, n_concepts, blocks, accelerator) -> torch.Tensor:
@@ -236,8 +236,7 @@ def cached_labels(cfg, labeler, n_concepts, blocks, accelerator) -> torch.Tensor
     prov = provenance(cfg, n_concepts)
     key = hashlib.sha256(json.dumps([prov, tokens_digest(blocks)], sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cfg["teacher"]["cache_dir"] or cache_dir() / "cocomix_labels" / key)
-    kw = dict(provenance=prov, batch_size=cfg["teacher"]["label_batch_size"],
-              autocast_bf16=cfg["teacher"]["autocast_bf16"], device=str(accelerator.device))
+    kw = dict(provenance=prov, batch_size=cfg["teacher"]["label_batch_size"], device=str(accelerator.device))
     if accelerator.is_main_process:
         t0 = time.time()
         labels = label_blocks(labeler, blocks, folder, progress=cfg["progress"], **kw)

@@ -33,7 +33,7 @@ def tokens_digest(blocks: torch.Tensor) -> str:
 
 def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], blocks: torch.Tensor,
                  folder: str | Path, provenance: dict, shard_size: int = 64, batch_size: int = 8,
-                 autocast_bf16: bool = False, device: str = "cpu", progress: bool = True) -> torch.Tensor:
+                 device: str = "cpu", progress: bool = True) -> torch.Tensor:
     """Labels ``[N, T, k_attr]`` for ``blocks [N, T]``, computed with ``labeler`` or read from ``folder``.
 
     ``provenance`` (teacher, SAE, variant, k_attr...) is stored beside the labels; a cache whose
@@ -62,8 +62,7 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         outs = []
         for i in range(0, part.shape[0], batch_size):
             ids = part[i:i + batch_size].to(device)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                outs.append(labeler(ids, torch.ones_like(ids)).to(torch.int32).cpu())
+            outs.append(labeler(ids, torch.ones_like(ids)).to(torch.int32).cpu())
         labels = torch.cat(outs)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({"labels": labels.contiguous()}, str(tmp))
