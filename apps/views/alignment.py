@@ -30,11 +30,6 @@ def found(roots):
     return sources.discover(roots, exclude=[al.store_root()])
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def saved(folder: str, mtime: float):
-    return al.load_alignment(folder)
-
-
 items = []
 with ui.guard("searching for checkpoints"):
     items = found(S.roots)
@@ -96,7 +91,8 @@ def compute(req) -> dict:
         for folder in req["folders"]:
             with ui.guard(folder):
                 p = Path(folder).expanduser()
-                results[p.name] = saved(str(p), (p / "metrics.json").stat().st_mtime if p.is_dir() else 0.0)
+                stamp = p / "metrics.json"
+                results[p.name] = ui.stored_alignment(str(p), stamp.stat().st_mtime if stamp.is_file() else 0.0)
         return results
     kind, value = req["probes"]
     probe_set = load_probes(value) if kind == "set" else al.probes_from_text(value)
@@ -110,9 +106,7 @@ def compute(req) -> dict:
         targets = [al.Checkpoint(p, req["base"].strip() if req["base"] else None) for p in req["paths"]]
     for target in targets:
         with ui.guard(target.label):
-            bar, report = ui.progress_reporter()
-            results[target.label] = ui.alignment(target, probe_set, options, _progress=report)
-            bar.empty()
+            results[target.label] = ui.alignment(target, probe_set, options)
     return results
 
 

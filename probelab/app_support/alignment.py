@@ -114,6 +114,8 @@ def target_fingerprint(target: Target) -> list:
 
     if isinstance(target, AtInit):
         return ["at-init", resolve_source(target.base).fingerprint(), int(target.num_expanded), target.interpolation]
+    for spec in (target.path, target.base):
+        _check_spec(spec)  # a readable error before anything tries to load it
     base = None if target.base is None else resolve_source(target.base).fingerprint()
     return ["checkpoint", resolve_source(target.path).fingerprint(), base]
 
@@ -124,6 +126,11 @@ def store_key(target: Target, probe_set, options) -> str:
 
     return cache.key("app-alignment", STORE_VERSION, __version__, target_fingerprint(target), probe_key(probe_set),
                      dataclasses.asdict(options))
+
+
+def store_folder(target: Target, probe_set, options) -> Path | None:
+    """Where the store keeps (or would keep) this result; ``None`` when ``options.use_cache`` is off."""
+    return store_root() / store_key(target, probe_set, options) if options.use_cache else None
 
 
 def load_alignment(folder: str | Path):
@@ -156,11 +163,9 @@ def align(target: Target, probe_set, options, *, build: Callable | None = None, 
     if isinstance(target, Checkpoint):
         for spec in (target.path, target.base):
             _check_spec(spec)
-    use_store = store and options.use_cache
-    folder = None
-    if use_store:
+    folder = store_folder(target, probe_set, options) if store else None
+    if folder is not None:
         say(0.02, "looking for a stored result")
-        folder = store_root() / store_key(target, probe_set, options)
         if (folder / "metrics.json").is_file():
             say(1.0, "loaded a stored result")
             return load_alignment(folder)

@@ -72,11 +72,39 @@ def labels_for(source: str, model_spec: str):
     return cc.get_labels(model, tok, sae_for(source, model_spec), source)
 
 
+MEMO_SIZE = 16  # alignment results kept per browser session
+
+
 # ---- cached results ---------------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=32)
-def alignment(target, probe_set, options, _progress=None):
-    """The alignment of ``target`` (see :func:`probelab.app_support.alignment.align`), cached per session args."""
-    return al.align(target, probe_set, options, build=at_init_pair, progress=_progress)
+@st.cache_data(show_spinner=False, max_entries=64)
+def stored_alignment(folder: str, mtime: float):
+    """A result read from disk (the app's store, or a folder written by ``probelab align``)."""
+    return al.load_alignment(folder)
+
+
+def alignment(target, probe_set, options):
+    """The alignment of ``target``: from this session, from the disk store (``st.cache_data``), or computed
+    with a progress bar (then stored). The computation itself is not inside a cached function, so the
+    progress bar is a plain element and is never replayed."""
+    from pathlib import Path
+
+    memo = st.session_state.setdefault("_probelab_alignments", {})
+    key = (target, repr(al.probe_key(probe_set)), repr(options))
+    if key in memo:
+        return memo[key]
+    folder = al.store_folder(target, probe_set, options)
+    if folder is not None and (Path(folder) / "metrics.json").is_file():
+        result = stored_alignment(str(folder), (Path(folder) / "metrics.json").stat().st_mtime)
+    else:
+        bar, report = progress_reporter()
+        try:
+            result = al.align(target, probe_set, options, build=at_init_pair, progress=report)
+        finally:
+            bar.empty()
+    memo[key] = result
+    while len(memo) > MEMO_SIZE:  # oldest first out
+        memo.pop(next(iter(memo)))
+    return result
 
 
 def progress_reporter():
