@@ -143,3 +143,12 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["ce_loss"] > 0 for r in rows)
     assert (out / "final" / "config.json").is_file()
     assert (out / "checkpoints" / "step-000002" / "trainable.safetensors").is_file()
+
+
+def test_probelab_train_cli_reports_bad_input_in_one_line(capsys):
+    from probelab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(TINY), "--set", "method.name=sgd"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip() == "error: unknown method 'sgd'; known: full, partial, stack, hybrid, control"
