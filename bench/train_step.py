@@ -145,7 +145,7 @@ def main() -> None:
 
     print(f"\n{args.model}, batch {args.batch}x{args.seq}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.threads} threads, AdamW, bf16 autocast (except full-fp32), best of {args.rounds} rounds\n")
-    print(f"{'method':<10} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12}")
+    print(f"{'method':<13} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12}")
     for m, r in results.items():
         print(f"{m:<13} {r['tok_s']:8.1f} {r['s_per_step']:8.2f} {r['peak_mb']:9.0f} {r['model_rss_mb']:9.0f} "
               f"{r['trainable']:>12,}")
