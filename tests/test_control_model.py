@@ -367,3 +367,27 @@ def test_merge_back_lerp_into_base_architecture():
     dlerp, _ = expanded(interpolation="dlerp")
     with pytest.raises(ProbelabError, match="needs scalar Lerp"):
         merge_lerp(dlerp)
+
+
+def test_frozen_linears_in_bf16_give_identical_autocast_training():
+    from probelab.models.control.frozen import store_frozen_linears
+
+    tok = tiny_tokenizer()
+    ids, mask = batch(tok)
+    model, _ = expanded(interpolation="dlerp")
+    perturb(model)
+    model.train()
+    low = copy.deepcopy(model)
+    assert store_frozen_linears(low) > 0
+    assert all(p.dtype == torch.float32 for p in low.parameters() if p.requires_grad)
+    assert low.control_layers[0].pretrained.mlp.down_proj.weight.dtype == torch.bfloat16
+
+    def step(m):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(input_ids=ids, attention_mask=mask, labels=ids)
+        (out.loss + out.divergence_loss).backward()
+        return out.loss, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+
+    (loss_a, grads_a), (loss_b, grads_b) = step(model), step(low)
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
+    assert all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
