@@ -150,7 +150,7 @@ class ControlLLMForCausalLM(PreTrainedModel, GenerationMixin):
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                labels=None, use_cache=None, output_hidden_states=None, **kwargs) -> ControlLLMOutput:
+                labels=None, use_cache=None, output_hidden_states=None, return_dict=None, **kwargs) -> ControlLLMOutput:
         if cache is None:
             cache = kwargs.pop("past_key_values", None)
         if use_cache is None:
@@ -167,7 +167,7 @@ class ControlLLMForCausalLM(PreTrainedModel, GenerationMixin):
                                   attentions=getattr(out, "attentions", None),
                                   divergence_loss=self._state.divergence_loss(device))
         self._state.terms = []
-        return result
+        return result if return_dict is not False else result.to_tuple()
 
     @contextlib.contextmanager
     def _hidden_states(self, wanted: bool):
