@@ -102,3 +102,9 @@ def test_missing_hook_name_is_reported(tmp_path):
     (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SAESiteError, match="no hook name"):
         check_sae_fits(load_sae(tmp_path / "s"), tiny_llama())
+
+
+def test_default_sae_is_not_trained_by_info(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBELAB_CACHE", str(tmp_path))
+    with pytest.raises(ProbelabError, match="not trained yet; run: probelab sae train"):
+        load_sae("default", train_if_missing=False)

@@ -13,11 +13,11 @@ sae_app = typer.Typer(help="Sparse autoencoders: train, info, eval, labels, sele
 SAE_HELP = "'default' (the cached SAE for smollm2-135m), an sae-lens SAE folder, or '<release>:<sae_id>'"
 
 
-def _load(sae: str, model: str | None, allow_network: bool):
+def _load(sae: str, model: str | None, allow_network: bool, train_if_missing: bool = True):
     from ..models import load_model
     from ..sae import check_sae_fits, load_sae
 
-    s = load_sae(sae, allow_network=allow_network or None)
+    s = load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing)
     if model is None:
         return s, None, None, None
     m, tok = load_model(model, allow_network=allow_network or None)
@@ -69,7 +69,7 @@ def info_cmd(sae: str = typer.Argument("default", help=SAE_HELP),
     from ..sae import hook_name_of, resid_index
     from ..sae.train import default_sae_path, read_meta
 
-    s, *_ = _load(sae, None, allow_network)
+    s, *_ = _load(sae, None, allow_network, train_if_missing=False)
     cfg = s.cfg
     t = Table(title=f"SAE {sae}")
     t.add_column("field")

@@ -55,8 +55,13 @@ def check_sae_fits(sae, model) -> int:
 
 
 def load_sae(source: str | Path = "default", *, release: str | None = None, sae_id: str | None = None,
-             allow_network: bool | None = None, device: str = "cpu", progress: bool = True):
-    """An sae-lens ``SAE`` from a folder, ``"default"``, or (with network allowed) a pretrained release."""
+             allow_network: bool | None = None, device: str = "cpu", progress: bool = True,
+             train_if_missing: bool = True):
+    """An sae-lens ``SAE`` from a folder, ``"default"``, or (with network allowed) a pretrained release.
+
+    ``"default"`` trains the default SAE on first use (~15 min on 2 CPU cores) unless
+    ``train_if_missing=False``, which raises a one-line error instead.
+    """
     from sae_lens import SAE
 
     if release is not None or sae_id is not None:
@@ -65,8 +70,10 @@ def load_sae(source: str | Path = "default", *, release: str | None = None, sae_
         return _from_pretrained(release, sae_id, allow_network, device)
     key = str(source)
     if key == "default":
-        from .train import ensure_default_sae
+        from .train import default_sae_path, ensure_default_sae
 
+        if not train_if_missing and not (default_sae_path() / CFG_FILE).is_file():
+            raise ProbelabError("the default SAE is not trained yet; run: probelab sae train")
         return ensure_default_sae(progress=progress).to(device)
     path = Path(key).expanduser()
     if path.is_dir():
