@@ -6,12 +6,12 @@ activations / attribution scores / CoCoMix predictions with labels), steering (s
 """
 import streamlit as st
 
-st.set_page_config(page_title="probelab", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="probelab", layout="wide")  # no page/page_icon icons: Streamlit fetches icon favicons from a CDN
 
 pages = [
-    st.Page("views/alignment.py", title="Alignment", icon=":material/stacked_line_chart:", url_path="alignment",
+    st.Page("views/alignment.py", title="Alignment", url_path="alignment",
             default=True),
-    st.Page("views/concepts.py", title="Concepts", icon=":material/label:", url_path="concepts"),
-    st.Page("views/steering.py", title="Steering", icon=":material/alt_route:", url_path="steering"),
+    st.Page("views/concepts.py", title="Concepts", url_path="concepts"),
+    st.Page("views/steering.py", title="Steering", url_path="steering"),
 ]
 st.navigation(pages).run()

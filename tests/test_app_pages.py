@@ -1,7 +1,7 @@
 """Every page of the Streamlit app under streamlit.testing (AppTest), on the tiny random models.
 
 The app reads its model from PROBELAB_APP_MODEL, so these runs use ``tiny-llama`` and the tiny random
-SAE; each test gets its own probelab cache and clears Streamlit's caches.
+SAE; the tests share one probelab cache (a stored result is a valid result) and clear Streamlit's caches.
 """
 from __future__ import annotations
 
@@ -21,9 +21,15 @@ SMALL = "\n".join(["king is to queen | man is to woman", "Paris is to France | T
                    "see is to saw | go is to went", "dog is to puppy | cat is to kitten"])
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One probelab cache for this module: concept labels and stored results are computed once."""
+    return tmp_path_factory.mktemp("app-cache")
+
+
 @pytest.fixture(autouse=True)
-def tiny_app(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBELAB_CACHE", str(tmp_path / "cache"))
+def tiny_app(tmp_path, monkeypatch, shared_cache):
+    monkeypatch.setenv("PROBELAB_CACHE", str(shared_cache))
     monkeypatch.setenv("PROBELAB_APP_MODEL", "tiny-llama")
     monkeypatch.setenv("PROBELAB_APP_UMAP", "0")
     monkeypatch.setenv("PROBELAB_APP_ROOTS", str(tmp_path / "runs"))

@@ -1,0 +1,43 @@
+"""End to end in a real headless Chromium: `probelab app` on a free port, the alignment page, its plots.
+
+Needs Debian's chromium and playwright-python (`make browser`, a prerequisite of `make test`).
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from probelab.app_support import browser
+
+pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
+
+
+def png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_alignment_page_draws_its_plots_in_chromium_and_stays_local(tmp_path):
+    env = {"PROBELAB_CACHE": str(tmp_path / "cache"), "PROBELAB_APP_UMAP": "0",
+           "PROBELAB_APP_ROOTS": str(tmp_path / "runs")}
+    requests = []
+    with browser.running_app(model="tiny-llama", env=env, log=tmp_path / "app.log") as url, \
+            browser.chromium_page() as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{url}/alignment")
+        browser.wait_for_plots(page, count=2, timeout_s=240)
+        page.wait_for_timeout(500)
+        shot = browser.screenshot_main(page, tmp_path / "alignment.png")
+        body = page.inner_text("body")
+        assert "Hidden-state alignment" in body and "alignment score" in body
+        assert "tiny-llama + Lerp2 at init" in body
+        assert body.count("1.0000") >= 5  # score and its four components at init
+        assert "Traceback" not in body
+        # every page is in the navigation
+        nav = page.locator('[data-testid="stSidebarNavLink"]')
+        assert [nav.nth(i).inner_text().split()[-1] for i in range(nav.count())] == ["Alignment", "Concepts", "Steering"]
+    assert png_size(shot) == (1440, 1000) and shot.stat().st_size > 20_000
+    assert requests and all(u.startswith((url, "data:", "blob:")) for u in requests), \
+        [u for u in requests if not u.startswith((url, "data:", "blob:"))][:5]
