@@ -71,7 +71,8 @@ def test_a_taken_or_invalid_port_is_a_one_line_error():
 # ---- discovery and folder checks ------------------------------------------------------------------
 def test_discover_finds_each_kind_once_newest_first_and_respects_exclude(tmp_path):
     root = tmp_path / "runs"
-    for name, cfg in [("ctl", {"expansion": {}}), ("cc", {"cocomix": {}}), ("plain", {"model_type": "llama"})]:
+    for name, cfg in [("ctl", {"model_type": "llama", "expansion": {}}),
+                      ("cc", {"architectures": ["CoCoMixForCausalLM"], "cocomix": {}}), ("plain", {"model_type": "llama"})]:
         (root / "a" / name).mkdir(parents=True)
         (root / "a" / name / "config.json").write_text(json.dumps(cfg))
     (root / "a" / "plain" / "inner").mkdir()  # inside a model folder: not searched
@@ -80,11 +81,15 @@ def test_discover_finds_each_kind_once_newest_first_and_respects_exclude(tmp_pat
     (root / "al" / "metrics.json").write_text(json.dumps({"alignment_score": 0.5, "checkpoint": "x"}))
     (root / "bad").mkdir()
     (root / "bad" / "config.json").write_text("{not json")
+    (root / "run" / "final").mkdir(parents=True)  # a training run: its config.json is not a model's
+    (root / "run" / "config.json").write_text(json.dumps({"mode": "ntp", "out_dir": "runs/run"}))
+    (root / "run" / "final" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     found = sources.discover([root, root])
     assert sorted((f.path.name, f.kind) for f in found) == [("al", "alignment"), ("cc", "cocomix"),
-                                                          ("ctl", "control"), ("plain", "model")]
+                                                          ("ctl", "control"), ("final", "model"),
+                                                          ("plain", "model")]
     assert [f.mtime for f in found] == sorted((f.mtime for f in found), reverse=True)
-    assert {f.path.name for f in sources.discover([root], exclude=[root / "a"])} == {"al"}
+    assert {f.path.name for f in sources.discover([root], exclude=[root / "a", root / "run"])} == {"al"}
     assert sources.describe_alignment(root / "al") == "al: x (score 0.500)"
 
 
@@ -284,3 +289,30 @@ def test_steering_pairs_and_errors():
     assert out["steered"] == out["unsteered"] and "CoCoMix" in out["how"]  # factor 1 changes nothing
     with pytest.raises(ProbelabError, match="out of range"):
         steering.steer_pair(cm, tok, "Hello", {96: 2.0})
+
+
+# ---- background training run ------------------------------------------------------------------------
+def test_background_run_reports_running_finished_and_failed(tmp_path):
+    import sys
+    import time
+
+    from probelab.app_support import training
+
+    assert training.status().state == "none"
+    make_final = ("import pathlib, sys, time; time.sleep(1); print('step 1/1'); "
+                  "p = pathlib.Path(sys.argv[1]) / 'final'; p.mkdir(parents=True); (p / 'config.json').write_text('{}')")
+    out = tmp_path / "runs" / "smoke"
+    run = training.start(out, argv=[sys.executable, "-c", make_final, str(out)])
+    assert run.state == "running" and training.status().state == "running"
+    with pytest.raises(ProbelabError, match="still running"):
+        training.start(out, argv=[sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 60
+    while training.status().state == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    done = training.status()
+    assert done.state == "finished" and done.final == out / "final" and "step 1/1" in done.log_tail
+    training.start(tmp_path / "runs" / "bad", argv=[sys.executable, "-c", "raise SystemExit('boom: no data')"])
+    while training.status().state == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    failed = training.status()
+    assert failed.state == "failed" and "boom: no data" in failed.log_tail

@@ -10,7 +10,7 @@ import streamlit as st
 from probelab.analysis import AnalysisOptions
 from probelab.analysis.report import drift_figure, pair_figure, umap_figure
 from probelab.app_support import alignment as al
-from probelab.app_support import sources, ui
+from probelab.app_support import sources, training, ui
 from probelab.models.control import INTERPOLATOR_NAMES
 from probelab.probes import available_probe_sets, load_probes
 
@@ -48,6 +48,23 @@ with st.sidebar:
         spec["n"] = int(st.number_input("expanded layers N", 1, 128, 2 if S.model.startswith("tiny-") else 6,
                                         key="at_n"))
         spec["interp"] = st.selectbox("interpolator", INTERPOLATOR_NAMES, key="at_interp")
+        if training.available():
+            with st.expander("train it: CPU smoke run"), ui.guard("training"):
+                run = training.status()
+                st.caption("Control LLM Lerp6-MSE on the embedded model learning 3-digit addition, 30 steps "
+                           f"(a few minutes on a laptop CPU); writes `{training.SMOKE_OUT}/final`, then listed "
+                           "under *Checkpoints*.")
+                if run.state == "running":
+                    st.info("training in the background...")
+                    st.code(run.log_tail[-600:] or "(no output yet)", language=None)
+                    st.button("refresh", key="train_refresh")
+                elif run.state == "finished":
+                    st.success(f"finished: {run.final}")
+                elif run.state == "failed":
+                    st.error("the run failed: " + (run.log_tail.strip().splitlines() or ["(no output)"])[-1])
+                if run.state != "running" and st.button("start the CPU smoke run", key="train_go"):
+                    training.start(Path.cwd() / training.SMOKE_OUT)
+                    st.rerun()
     elif source == CHECKPOINTS:
         labels = {f.label: str(f.path) for f in models}
         picked = st.multiselect("checkpoints found", list(labels), key="ck_pick")

@@ -7,7 +7,7 @@ expand`` and the training scripts' final models write); its kind comes from the 
 
 >>> import tempfile, json, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
->>> (d / "ck").mkdir(); _ = (d / "ck" / "config.json").write_text(json.dumps({"expansion": {}}))
+>>> (d / "ck").mkdir(); _ = (d / "ck" / "config.json").write_text(json.dumps({"model_type": "llama", "expansion": {}}))
 >>> [(f.kind, f.path.name) for f in discover([d])]
 [('control', 'ck')]
 """
@@ -23,6 +23,8 @@ from ..errors import ProbelabError
 MODEL_FILE = "config.json"
 ALIGNMENT_FILE = "metrics.json"
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", "captures", "umap", "concept_labels"}
+# an HF model config has at least one of these (a training run's config.json has neither)
+MODEL_CONFIG_KEYS = ("model_type", "architectures")
 # config.json keys that make a folder a special kind; anything else with a config.json is a plain model
 KIND_KEYS = {"expansion": "control", "cocomix": "cocomix"}
 
@@ -46,6 +48,8 @@ def folder_kind(folder: Path) -> str | None:
             raw = json.loads(cfg.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        if not isinstance(raw, dict) or not any(k in raw for k in MODEL_CONFIG_KEYS):
+            return None  # e.g. a training run's own config.json: its model is in a subfolder
         return next((kind for key, kind in KIND_KEYS.items() if key in raw), "model")
     metrics = folder / ALIGNMENT_FILE
     if metrics.is_file():
