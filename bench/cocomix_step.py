@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--label-batch", type=int, default=8)
-    p.add_argument("--random-sae", action="store_true", help="random 576x4608 SAE instead of the default one")
+    p.add_argument("--sae", help="teacher SAE (default: the config's teacher.sae)")
+    p.add_argument("--random-sae", action="store_true", help="random 576x4608 SAE instead of a trained one")
     p.add_argument("--skip-teacher", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -90,7 +91,8 @@ def main() -> None:
     else:
         from probelab.sae import load_sae
 
-        sae, which = load_sae(cfg["teacher"]["sae"]), f"SAE {cfg['teacher']['sae']}"
+        name = args.sae or cfg["teacher"]["sae"]
+        sae, which = load_sae(name), f"SAE {name}"
     lids = ids[: args.label_batch]
     res = {}
     for bf16 in (False, True):
