@@ -29,15 +29,22 @@ def describe(final: Path) -> dict:
     if (final / "training.json").is_file():
         info = json.loads((final / "training.json").read_text())
     exp = cfg.get("expansion")
-    if exp:
+    tag = final.parent.name
+    if exp and exp.get("strategy", "concat") != "concat":
+        name = f"{exp['strategy']} ({exp.get('interpolation', '')}, {exp.get('divergence', 'none')})"
+    elif exp:
         div = exp.get("divergence", "none")
         alpha = exp.get("alpha", 0)
         name = f"Control LLM {exp.get('interpolation', '?')}{len(exp.get('layers', []))}"
         name += f"-{div.upper()}" if div != "none" and alpha not in (0, 0.0) else " (no divergence loss)"
     else:
-        name = info.get("method", final.parent.name)
-    return {"name": name, "method": info.get("method", final.parent.name), "base": info.get("base"),
-            "control": bool(exp), "folder": final}
+        name = "base (train.steps=0)" if tag == "base" else f"{info.get('method', tag)} fine-tune"
+    return {"name": name, "method": info.get("method", tag), "base": info.get("base"), "tag": tag,
+            "control": bool(exp) and exp.get("strategy", "concat") != "stack", "folder": final}
+
+
+# the paper's reading order: no training, Control LLM with / without divergence loss, then the rest
+ORDER = ["base", "lerp-mse", "lerp", "dlerp", "hybrid", "stack", "partial", "full"]
 
 
 def expanded_at_init(base: str, like: Path, folder: Path) -> Path:
@@ -70,14 +77,15 @@ def main() -> None:
     out = Path(args.out) if args.out else runs / "alignment"
     # paper order: Control LLM with a divergence loss, Control LLM without, then the other methods
     ckpts = sorted((describe(f) for f in finals),
-                   key=lambda c: (not c["control"], "no divergence" in c["name"], c["name"]))
+                   key=lambda c: (ORDER.index(c["tag"]) if c["tag"] in ORDER else len(ORDER), c["tag"]))
     base = args.base or next((c["base"] for c in ckpts if c["base"]), None) or "smollm2-135m"
 
     rows, folders = [], []
     r = run_alignment(base, base=base, probes=args.probes, out=out / "base-vs-base", progress=False)
     row = {"checkpoint": "base (no training)", "vs base": r.score, "branches": None}
     folders.append(out / "base-vs-base")
-    control_like = next((c["folder"] for c in ckpts if c["control"]), None)
+    control_like = next((c["folder"] for c in ckpts if c["control"] and c["tag"] == "lerp-mse"), None) or \
+        next((c["folder"] for c in ckpts if c["control"]), None)
     if control_like is not None:
         init = expanded_at_init(base, control_like, out / "_expanded-at-init")
         r = run_alignment(str(init), probes=args.probes, out=out / "expanded-at-init", progress=False)
@@ -96,13 +104,13 @@ def main() -> None:
                 r = run_alignment(str(c["folder"]), probes=args.probes, out=out / f"{tag}-branches", progress=False)
                 row["branches"] = r.score
                 folders.append(out / f"{tag}-branches")
-        except ProbelabError as e:
-            row["error"] = str(e)
+        except ProbelabError as e:  # e.g. stack adds blocks: no layer-by-layer match with the base
+            row["note"] = str(e)
         rows.append(row)
     compare(folders, out / "compare")
 
     cols = ["checkpoint", "vs base", "branches", "vs base direction", "vs base magnitude", "vs base neighbourhood",
-            "vs base stability"]
+            "vs base stability", "note"]
     fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
