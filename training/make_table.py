@@ -92,7 +92,7 @@ def render(rows: list[dict], base: dict, root: Path) -> str:
         f"Wikipedia intros (first {cfg.get('eval', {}).get('wiki_max_len', '?')} tokens; lower is better), "
         f"Wikipedia short-description multiple choice (wiki-MC, {cfg.get('eval', {}).get('wiki_mc_n', '?')} items, "
         f"cloze log-likelihood per character), MMLU ({cfg.get('eval', {}).get('mmlu_n', '?')} items with at most "
-        f"{cfg.get('eval', {}).get('mmlu_max_chars', '?')} characters, cloze). Chance for both multiple-choice "
+        f"{cfg.get('eval', {}).get('mmlu_max_chars', '?')} characters, {cfg.get('eval', {}).get('mmlu_format', '?')} format). Chance for both multiple-choice "
         "sets is 25%. Skill accuracy is over "
         f"{cfg.get('eval', {}).get('skill_n', '?')} held-out problems.",
         "",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce training/results/cpu-small.{md,csv}: the base model once, then every method with the
-# same data, steps and optimizer (training/configs/cpu-small.yaml), one after the other, each
-# under the shared heavy-job lock. Final checkpoints: runs/cpu-small/<method>/final.
+# same data, steps and optimizer (training/configs/cpu-small.yaml), one after the other, under
+# the shared heavy-job lock. Final checkpoints: runs/cpu-small/<method>/final.
 #   bash training/run_table.sh            # all methods
 #   bash training/run_table.sh full lerp-mse   # a subset (names below)
 set -euo pipefail
@@ -10,6 +10,10 @@ PY=${PY:-.venv/bin/python}
 CFG=training/configs/cpu-small.yaml
 ROOT=${ROOT:-runs/cpu-small}
 LOCK=${LOCK:-/tmp/probelab-heavy.lock}
+# Take the shared heavy-job lock once for the whole table (the runs are sequential anyway).
+if [ -z "${PROBELAB_LOCK_HELD:-}" ]; then
+  exec flock "$LOCK" env PROBELAB_LOCK_HELD=1 bash "$0" "$@"
+fi
 
 declare -A METHOD=(
   [base]="method.name=full train.steps=0 eval.at_start=true"
@@ -29,7 +33,7 @@ for name in "${ORDER[@]}"; do
   for kv in ${METHOD[$name]}; do sets+=(--set "$kv"); done
   mkdir -p "$ROOT/$name"
   echo "== $name: $(date -u +%H:%M:%S)"
-  flock "$LOCK" "$PY" training/train_csft.py --config "$CFG" --set "run.out_dir=$ROOT/$name" "${sets[@]}" \
+  "$PY" training/train_csft.py --config "$CFG" --set "run.out_dir=$ROOT/$name" "${sets[@]}" \
     > "$ROOT/$name/log.txt" 2>&1 || { echo "$name failed: see $ROOT/$name/log.txt"; continue; }
   grep -E '^\[(eval|train)\]' "$ROOT/$name/log.txt" | tail -3
 done

@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
     model, opt = acc.prepare(model, opt)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP may re-wrap the parameters
 
     start_step = 0
     if resume_from is not None:
