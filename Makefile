@@ -27,12 +27,12 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(VPY) -m pytest -q tests
 
-# The app's end-to-end test drives Debian's chromium through playwright-python (never `playwright install`).
+# The app's end-to-end test drives Debian's chromium through playwright-python (a test extra;
+# never `playwright install`: it would download a browser build).
 CHROMIUM := /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
 browser: $(STAMP)
 	@test -x $(CHROMIUM) || ($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium)
-	@$(VPY) -c "import playwright" 2>/dev/null || $(VPY) -m pip install playwright
 
 clean:
 	rm -rf $(VENV)

@@ -39,3 +39,16 @@ def smollm2_path():
     from probelab.models.embedded import materialize_embedded
 
     return materialize_embedded()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Training scripts run in-process build an ``Accelerator``; its state is a process-wide singleton
+    that refuses a different mixed-precision setting later, so each test starts from a clean one."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
