@@ -30,7 +30,7 @@ from probelab.paths import cache_dir
 
 def first_page(url: str, page, charts: int) -> float:
     t0 = time.perf_counter()
-    page.goto(f"{url}/alignment")
+    page.goto(f"{url}/")
     browser.wait_for_plots(page, count=charts, timeout_s=900)
     return time.perf_counter() - t0
 
@@ -51,11 +51,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.environ.get("PROBELAB_APP_MODEL", "smollm2-135m"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary cache (printed)")
+    ap.add_argument("--workdir", type=Path, default=None, help="an empty folder to use instead of a temporary one (kept)")
     args = ap.parse_args()
     reason = browser.missing()
     if reason:
         sys.exit(f"error: {reason}")
-    tmp = Path(tempfile.mkdtemp(prefix="probelab-bench-app-"))
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix="probelab-bench-app-"))
+    if args.workdir is not None:
+        if args.workdir.exists() and any(args.workdir.iterdir()):
+            sys.exit(f"error: --workdir {args.workdir} is not empty")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        args.keep = True
     cache = tmp / "cache"
     cache.mkdir()
     models = cache_dir() / "models"

@@ -26,7 +26,7 @@ def test_alignment_page_draws_its_plots_in_chromium_and_stays_local(tmp_path):
     with browser.running_app(model="tiny-llama", env=env, log=tmp_path / "app.log") as url, \
             browser.chromium_page() as page:
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(f"{url}/alignment")
+        page.goto(f"{url}/")
         browser.wait_for_plots(page, count=2, timeout_s=240)
         page.wait_for_timeout(500)
         shot = browser.screenshot_main(page, tmp_path / "alignment.png")
@@ -34,7 +34,7 @@ def test_alignment_page_draws_its_plots_in_chromium_and_stays_local(tmp_path):
         assert "Hidden-state alignment" in body and "alignment score" in body
         assert "tiny-llama + Lerp2 at init" in body
         assert body.count("1.0000") >= 5  # score and its four components at init
-        assert "Traceback" not in body
+        assert "Traceback" not in body and "Page not found" not in body
         # every page is in the navigation
         nav = page.locator('[data-testid="stSidebarNavLink"]')
         assert [nav.nth(i).inner_text().split()[-1] for i in range(nav.count())] == ["Alignment", "Concepts", "Steering"]

@@ -220,6 +220,11 @@ def test_concept_rows_values_and_highlighting():
     assert "&lt;b&gt;" in html and "<b>" not in html.split("</style>")[1]
     assert "rgba(30,100,220,0.900)" in html and "rgba(230,120,0,0.000)" in html  # blue full for the min, none for 0
     assert "\u21b5" in html and 'title="#0 &#x27;&lt;b&gt;&#x27;' in html
+    # a dominant first token (attention sink) can be left out of the scale: the rest then spans it fully
+    sink = cc.token_html(["s", "a", "b"], [100.0, 2.0, 1.0], ["", "", ""], skip_first=True)
+    assert "rgba(230,120,0,0.900)" in sink and "rgba(230,120,0,0.490)" in sink
+    plain = cc.token_html(["s", "a", "b"], [100.0, 2.0, 1.0], ["", "", ""])
+    assert "rgba(230,120,0,0.096)" in plain
 
 
 def test_concept_info_and_sae_choice_errors(tmp_path):

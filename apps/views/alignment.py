@@ -149,7 +149,8 @@ def show_one(name: str, res, key: str) -> None:
     tabs = st.tabs(["Drift curves", "UMAP", "Nearest neighbours", "Pair similarity", "Per-layer numbers", "Downloads"])
     rows = res.layer_rows
     with tabs[0]:
-        st.plotly_chart(drift_figure(rows, any(r.get("weight") is not None for r in rows)), key=f"{key}-drift")
+        fig = drift_figure(rows, any(r.get("weight") is not None for r in rows))
+        st.plotly_chart(al.layer_ticks(fig, s["layers_compared"]), key=f"{key}-drift")
     with tabs[1]:
         if "umap" in res.tables:
             color = st.radio("colour by", ["layer", "side", "category"], horizontal=True, key=f"{key}-umapc")

@@ -41,8 +41,9 @@ def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, wi
 
 def highlight(rows, key: str, caption: str, values=None) -> None:
     values = cc.top_values(rows, key) if values is None else values
-    st.markdown(f"**{caption}**")
-    st.html(cc.token_html([r["token"] for r in rows], values, cc.hover_titles(rows, key)))
+    st.markdown(f"**{caption}**" + " <small>(shade scale leaves out the first token, an attention sink)</small>",
+                unsafe_allow_html=True)
+    st.html(cc.token_html([r["token"] for r in rows], values, cc.hover_titles(rows, key), skip_first=True))
 
 
 def concept_details(concept_id: int, rows, keys) -> None:

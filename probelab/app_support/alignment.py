@@ -265,4 +265,13 @@ def compare_figure(table: pd.DataFrame, curves=COMPARE_CURVES):
                                      showlegend=ci == 0, line=dict(color=colors[ri % len(colors)])),
                           row=ci // 3 + 1, col=ci % 3 + 1)
     fig.update_layout(height=300 * nrows, margin=dict(t=40, l=40, r=20, b=40))
+    return layer_ticks(fig, sorted(set(table["layer"])))
+
+
+def layer_ticks(fig, layers, most: int = 16):
+    """Ticks at the compared layers only (no 2.5) when there are few, and short y tick labels."""
+    layers = [int(x) for x in layers]
+    if 0 < len(layers) <= most:
+        fig.update_xaxes(tickmode="array", tickvals=layers)
+    fig.update_yaxes(tickformat=".4~g")
     return fig

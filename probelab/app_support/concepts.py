@@ -178,9 +178,14 @@ def _shown(token: str) -> str:
     return token.replace("\n", "\u21b5").replace("\t", "\u21e5") or "\u2205"
 
 
-def token_html(tokens: list[str], values: list[float], titles: list[str]) -> str:
-    """Tokens as inline spans shaded by ``|value|`` (orange positive, blue negative), ``title`` on hover."""
-    scale = max((abs(v) for v in values), default=0.0) or 1.0
+def token_html(tokens: list[str], values: list[float], titles: list[str], skip_first: bool = False) -> str:
+    """Tokens as inline spans shaded by ``|value|`` (orange positive, blue negative), ``title`` on hover.
+
+    ``skip_first``: leave the first token out of the shading scale (an attention-sink token's activations
+    are often far larger than the rest; it is then shown at full strength).
+    """
+    ref = values[1:] if skip_first and len(values) > 1 else values
+    scale = max((abs(v) for v in ref), default=0.0) or 1.0
     spans = []
     for tok, v, title in zip(tokens, values, titles):
         rgb = POSITIVE if v >= 0 else NEGATIVE
