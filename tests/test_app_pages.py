@@ -215,14 +215,28 @@ def test_concepts_page_unknown_concept_id_and_empty_text_are_messages():
 def test_concepts_page_on_a_cocomix_model(tmp_path):
     from probelab.models.cocomix import save_cocomix, tiny_cocomix
 
-    folder = save_cocomix(tiny_cocomix(), tmp_path / "cocomix", tiny_tokenizer())
+    plain = save_cocomix(tiny_cocomix(), tmp_path / "cocomix", tiny_tokenizer())  # 96 concepts, no teacher
     at = start("views/concepts.py")
-    at.sidebar.text_input(key="cc_model").input(str(folder))
+    at.sidebar.text_input(key="cc_model").input(str(plain)).run()
+    ok(at)
+    assert any("has 128 latents but this CoCoMix model predicts 96 concepts" in e.value for e in at.error)
     at.sidebar.checkbox(key="cc_labels").uncheck().run()
     ok(at)
     assert any("CoCoMix model: 96 concepts" in s.value for s in at.success)
     rows = at.dataframe[0].value
     assert "predicted logit" in rows.columns and len(rows) == 67
+    # its teacher recorded in the config: concepts are labelled with the teacher's SAE labels
+    model = tiny_cocomix(n_concepts=128)
+    model.cocomix.teacher = {"teacher": "tiny-llama", "sae": "tiny"}
+    labelled = save_cocomix(model, tmp_path / "cocomix-labelled", tiny_tokenizer())
+    at.sidebar.text_input(key="cc_model").input(str(labelled))
+    at.sidebar.checkbox(key="cc_labels").check().run()
+    ok(at)
+    assert not at.error
+    assert any("SAE `tiny` on `tiny-llama`" in c.value for c in at.caption)
+    ranked = at.dataframe(key="cc_pick").value
+    assert (ranked["label"] != "").all()
+    assert any(m.value.startswith(f"#### concept {int(ranked['concept'].iloc[0])}:") for m in at.markdown)
 
 
 # ---- steering ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import streamlit as st
 
 from probelab.app_support import concepts as cc
 from probelab.app_support import ui
+from probelab.errors import ProbelabError
 from probelab.sae import VARIANTS
 
 DEFAULT_TEXT = "The capital of France is Paris, and the capital of Japan is Tokyo."
@@ -31,12 +32,21 @@ text = st.text_area("text", DEFAULT_TEXT, key="cc_text", height=90)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, with_labels: bool) -> dict:
+def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, with_labels: bool,
+            default_teacher: str) -> dict:
+    """Per-token concepts, and where their labels come from (``labels_from``: SAE source, model spec)."""
     model, tok = ui.model_pair(model_spec)
-    if cc.is_cocomix(model):
-        return {"kind": "cocomix", **cc.cocomix_rows(model, tok, text, top=top)}
+    if cc.is_cocomix(model):  # its concepts are latents of its teacher's SAE
+        teacher, sae = cc.teacher_of(model, default_teacher, sae_src)
+        labels = ui.labels_for(sae, teacher) if with_labels else None
+        if labels is not None and len(labels) != model.cocomix.n_concepts:
+            raise ProbelabError(f"the SAE {sae!r} has {len(labels)} latents but this CoCoMix model predicts "
+                                f"{model.cocomix.n_concepts} concepts; turn labels off or give its teacher's SAE")
+        return {"kind": "cocomix", "labels_from": (sae, teacher), **cc.cocomix_rows(model, tok, text, top=top,
+                                                                                     labels=labels)}
     labels = ui.labels_for(sae_src, model_spec) if with_labels else None
-    return {"kind": "sae", **cc.sae_rows(model, tok, ui.sae_for(sae_src, model_spec), text, top, variant, labels)}
+    return {"kind": "sae", "labels_from": (sae_src, model_spec),
+            **cc.sae_rows(model, tok, ui.sae_for(sae_src, model_spec), text, top, variant, labels)}
 
 
 def highlight(rows, key: str, caption: str, values=None) -> None:
@@ -46,9 +56,9 @@ def highlight(rows, key: str, caption: str, values=None) -> None:
     st.html(cc.token_html([r["token"] for r in rows], values, cc.hover_titles(rows, key), skip_first=True))
 
 
-def concept_details(concept_id: int, rows, keys) -> None:
+def concept_details(concept_id: int, rows, keys, labels_from) -> None:
     """Label, top-activating contexts and promoted tokens of one concept, and where it ranks in this text."""
-    labels = ui.labels_for(sae_src, model_spec)
+    labels = ui.labels_for(*labels_from)
     info = cc.concept_info(labels, concept_id)
     st.markdown(f"#### concept {info.id}: `{info.label}`")
     st.caption(f"active on {100 * info.frequency:.2f}% of corpus tokens · fires most on: "
@@ -67,7 +77,7 @@ def concept_details(concept_id: int, rows, keys) -> None:
 result = None
 with ui.guard("concepts"):
     with st.spinner("loading the model and SAE, computing concepts (labels: once per SAE)"):
-        result = inspect(model_spec, sae_src, text, top, variant, with_labels)
+        result = inspect(model_spec, sae_src, text, top, variant, with_labels, S.model)
 
 if result is not None:
     rows = result["tokens"]
@@ -97,6 +107,7 @@ if result is not None:
         st.info("Turn on concept labels to see a concept's contexts.")
     else:
         with ui.guard("concept"):
+            sae_used, teacher = result["labels_from"]
             if result["kind"] == "cocomix":
-                st.caption(f"labels come from the SAE `{sae_src}` on `{model_spec}` (the teacher).")
-            concept_details(int(typed), rows, keys)
+                st.caption(f"labels come from its teacher: SAE `{sae_used}` on `{teacher}`.")
+            concept_details(int(typed), rows, keys, result["labels_from"])

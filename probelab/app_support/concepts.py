@@ -92,6 +92,13 @@ def is_cocomix(model) -> bool:
     return isinstance(model, CoCoMixForCausalLM)
 
 
+def teacher_of(model, default_teacher: str, default_sae: str) -> tuple[str, str]:
+    """``(teacher model, SAE)`` whose latents a CoCoMix model's concepts are: from the provenance its
+    training stored in the ``cocomix.teacher`` block, else the given defaults."""
+    t = getattr(getattr(model, "cocomix", None), "teacher", None) or {}
+    return str(t.get("teacher") or default_teacher), str(t.get("sae") or default_sae)
+
+
 def cocomix_rows(model, tok, text: str, top: int = 5, labels=None, max_tokens: int = 256) -> dict:
     """A CoCoMix model's predicted concepts per token (top ``top`` of its concept logits, as chosen by its TopK)."""
     import torch
