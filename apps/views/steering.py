@@ -21,7 +21,9 @@ with st.sidebar:
 prompt = st.text_area("prompt", DEFAULT_PROMPT, key="st_prompt", height=80)
 c1, c2 = st.columns(2)
 concept = int(c1.number_input("concept id", min_value=0, value=0, step=1, key="st_concept"))
-factor = c2.slider("factor", -20.0, 20.0, 8.0, 0.5, key="st_factor")
+factor = c2.number_input("factor", -1000.0, 1000.0, 8.0, 1.0, key="st_factor",
+                         help="CoCoMix: the paper steers with -10..10. SAE direction: in units of the latent's "
+                              "activation; try values like its top activations (Concepts page)")
 go = st.button("Generate", type="primary", key="st_go")
 
 
