@@ -321,3 +321,18 @@ def test_background_run_reports_running_finished_and_failed(tmp_path):
         time.sleep(0.2)
     failed = training.status()
     assert failed.state == "failed" and "boom: no data" in failed.log_tail
+
+
+def test_probelab_app_cli_warns_for_a_public_host_and_refuses_a_taken_port(capsys):
+    from probelab.cli import main
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            main(["app", "--host", "0.0.0.0", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1
+    assert "warning: binding to 0.0.0.0" in err and f"error: cannot listen on 0.0.0.0:{port}" in err
+    assert "Traceback" not in err
