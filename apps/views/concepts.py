@@ -42,11 +42,13 @@ def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, wi
         if labels is not None and len(labels) != model.cocomix.n_concepts:
             raise ProbelabError(f"the SAE {sae!r} has {len(labels)} latents but this CoCoMix model predicts "
                                 f"{model.cocomix.n_concepts} concepts; turn labels off or give its teacher's SAE")
-        return {"kind": "cocomix", "labels_from": (sae, teacher), **cc.cocomix_rows(model, tok, text, top=top,
-                                                                                     labels=labels)}
+        with ui.model_lock():
+            rows = cc.cocomix_rows(model, tok, text, top=top, labels=labels)
+        return {"kind": "cocomix", "labels_from": (sae, teacher), **rows}
     labels = ui.labels_for(sae_src, model_spec) if with_labels else None
-    return {"kind": "sae", "labels_from": (sae_src, model_spec),
-            **cc.sae_rows(model, tok, ui.sae_for(sae_src, model_spec), text, top, variant, labels)}
+    with ui.model_lock():  # not while another session steers this model
+        rows = cc.sae_rows(model, tok, ui.sae_for(sae_src, model_spec), text, top, variant, labels)
+    return {"kind": "sae", "labels_from": (sae_src, model_spec), **rows}
 
 
 def highlight(rows, key: str, caption: str, values=None) -> None:

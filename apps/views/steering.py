@@ -31,7 +31,8 @@ go = st.button("Generate", type="primary", key="st_go")
 def run(model_spec: str, sae_src: str, prompt: str, concept: int, factor: float, max_new: int) -> dict:
     model, tok = ui.model_pair(model_spec)
     sae = None if cc.is_cocomix(model) else ui.sae_for(sae_src, model_spec)
-    return steering.steer_pair(model, tok, prompt, {concept: factor}, sae=sae, max_new_tokens=max_new)
+    with ui.model_lock():  # steering changes the shared model while it generates
+        return steering.steer_pair(model, tok, prompt, {concept: factor}, sae=sae, max_new_tokens=max_new)
 
 
 if go or st.session_state.get("st_done"):

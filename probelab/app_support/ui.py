@@ -61,6 +61,15 @@ def at_init_pair(target: al.AtInit):
     return al.build_at_init(target)
 
 
+@st.cache_resource(show_spinner=False)
+def model_lock():
+    """One lock for the shared models: steering adds hooks / concept scales to a cached model for the
+    length of a generation, so runs from different browser sessions must not overlap."""
+    import threading
+
+    return threading.Lock()
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def sae_for(source: str, model_spec: str):
     return cc.get_sae(source, model_pair(model_spec)[0])
