@@ -69,8 +69,14 @@ def _loss_with(model, ids, mask, site, h_new) -> tuple[float, int]:
 
 
 def compare_selection(model, tok, sae, texts: list[str], k: int = 4, batch_size: int = 8, max_length: int = 128,
-                      seed: int = 0, progress: bool = True, rules: list[str] | None = None) -> SelectionResult:
-    """Mean next-token loss after ablating each rule's top-k latents at every token of ``texts``."""
+                      seed: int = 0, progress: bool = True, rules: list[str] | None = None,
+                      skip_first: bool = True) -> SelectionResult:
+    """Mean next-token loss after ablating each rule's top-k latents at every token of ``texts``.
+
+    ``skip_first``: leave each text's first token untouched (ablation and splice). It is the
+    attention sink (residual norm ~200x the others on SmolLM2), which the SAE is not trained on;
+    editing it would perturb every later token through attention and swamp the comparison.
+    """
     site = check_sae_fits(sae, model)
     rules = rules or list(RULES)
     gen = torch.Generator().manual_seed(seed)
@@ -83,15 +89,20 @@ def compare_selection(model, tok, sae, texts: list[str], k: int = 4, batch_size:
         ids, mask = enc["input_ids"], enc["attention_mask"]
         att = attribute(model, sae, ids, mask, spec, site)
         h = att.residual
+        edit = mask.bool().clone()
+        if skip_first:
+            edit[torch.arange(ids.shape[0]), mask.long().argmax(-1)] = False
+        edit = edit.unsqueeze(-1).to(h.dtype)
         loss, n = _loss_with(model, ids, mask, site, h)
         clean += loss
         count += n
         with torch.no_grad():
             base = sae.decode(torch.zeros_like(att.post))
-            splice += _loss_with(model, ids, mask, site, sae.decode(att.post).to(h.dtype))[0]
+            spliced = h + edit * (sae.decode(att.post).to(h.dtype) - h)
+            splice += _loss_with(model, ids, mask, site, spliced)[0]
             for rule in rules:
                 picked = torch.topk(RULES[rule](att, gen), k, dim=-1).indices
                 keep = torch.zeros_like(att.post).scatter(-1, picked, 1.0)
                 removed = sae.decode(att.post * keep) - base
-                sums[rule] += _loss_with(model, ids, mask, site, h - removed.to(h.dtype))[0]
+                sums[rule] += _loss_with(model, ids, mask, site, h - edit * removed.to(h.dtype))[0]
     return SelectionResult(k, count, clean / count, splice / count, {r: s / count for r, s in sums.items()})
