@@ -142,3 +142,14 @@ def test_cli_sae_info(tmp_path, capsys):
     assert run_cli(["sae", "info", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "model.layers.2" in out and "topk" in out
+
+
+def test_sink_mask_drops_first_token_and_norm_outliers():
+    from probelab.sae.evaluate import sink_mask
+
+    h = torch.ones(6, 4)
+    h[0] *= 200.0   # the usual sink at position 0
+    h[2] *= 150.0   # a sink that moved to a later token
+    h[4] *= 3.0     # large but ordinary
+    assert sink_mask(h).tolist() == [False, True, False, True, True, True]
+    assert sink_mask(torch.ones(1, 4)).tolist() == [False]

@@ -1,9 +1,12 @@
 """SAE quality on held-out text: explained variance, normalised MSE, L0, dead latents.
 
 Measured on the residual states the SAE reads, one text at a time as probelab sees them (no BOS
-is added), **skipping each text's first token**: in SmolLM2 (as in most decoders) the first
-position is an attention sink whose residual norm is ~200x the median (29,500 vs 140 at layer
-13), so one such token would dominate every squared-error sum. The SAE is trained without it too.
+is added), **skipping attention-sink tokens**: in SmolLM2 (as in most decoders) the first position
+is an attention sink whose residual norm is ~200x the median (29,500 vs 140 at layer 13); when a
+text starts with a word split in two, the sink can sit on the second token instead ("Sum|atra",
+norm 22,800). Two such tokens among 21,000 held 80% of the variance and lifted the explained
+variance from 0.74 to 0.95, so :func:`sink_mask` drops the first token and any token whose norm
+exceeds ``SINK_FACTOR`` times its text's median. The SAE is trained without first positions too.
 
 - ``explained_variance`` = 1 - sum ||x - x̂||² / sum ||x - mean(x)||²
 - ``nmse`` = sum ||x - x̂||² / sum ||x||²
@@ -21,14 +24,30 @@ from ..capture import decoder_layers, position_ids_from_mask
 from ..errors import ProbelabError
 
 
+SINK_FACTOR = 10.0
+
+
 class _Stop(Exception):
     pass
+
+
+def sink_mask(h: torch.Tensor, factor: float = SINK_FACTOR) -> torch.Tensor:
+    """``[T]`` bool: True for ordinary tokens, False for the first token and norm outliers (sinks)."""
+    norms = h.float().norm(dim=-1)
+    keep = torch.ones_like(norms, dtype=torch.bool)
+    keep[:1] = False
+    if keep.any():
+        keep &= norms <= factor * norms[keep].median()
+    return keep
 
 
 @torch.no_grad()
 def site_states(model, tok, texts: list[str], site: int, batch_size: int = 16, max_length: int = 256,
                 skip_first: bool = True, progress: bool = False) -> list[torch.Tensor]:
-    """Residual states ``[T_i, d]`` at ``site`` for each text (stops the forward pass at the site)."""
+    """Residual states ``[T_i, d]`` at ``site`` for each text (stops the forward pass at the site).
+
+    ``skip_first`` drops attention-sink tokens (:func:`sink_mask`); otherwise every real token is kept.
+    """
     if site < 1:
         raise ProbelabError("site_states needs a block output (site >= 1)")
     layer = decoder_layers(model)[site - 1]
@@ -53,7 +72,7 @@ def site_states(model, tok, texts: list[str], site: int, batch_size: int = 16, m
             h = held.pop("h").float()
             for b in range(ids.shape[0]):
                 real = h[b][mask[b].bool()]
-                out.append(real[1:] if skip_first else real)
+                out.append(real[sink_mask(real)] if skip_first else real)
     finally:
         handle.remove()
     return out

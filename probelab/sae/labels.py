@@ -27,11 +27,11 @@ import torch
 
 from ..errors import ProbelabError
 from ..paths import atomic_write_text, cache_dir
-from .evaluate import site_states
+from .evaluate import sink_mask, site_states
 from .load import check_sae_fits
 
 FORMAT = "probelab.concept_labels"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -118,13 +118,14 @@ def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int
     rows, cols, vals, where = [], [], [], []
     n_tokens = 0
     for ti, h in enumerate(states):
-        z = sae.encode(h[1:].to(dtype))  # the first token (attention sink) is not labelled
+        keep = sink_mask(h).nonzero().flatten()  # attention-sink tokens are not labelled
+        z = sae.encode(h[keep].to(dtype))
         nz = z.nonzero(as_tuple=True)
-        rows.append(nz[0] + 1)  # position in the text
+        rows.append(keep[nz[0]])  # position in the text
         cols.append(nz[1])
         vals.append(z[nz].float())
         where.append(torch.full_like(nz[0], ti))
-        n_tokens += h.shape[0] - 1
+        n_tokens += len(keep)
     pos, lat, val, txt = (torch.cat(x) for x in (rows, cols, vals, where))
     counts = torch.bincount(lat, minlength=d_sae)
     order = torch.argsort(val, descending=True)  # strongest first; grouped per latent below

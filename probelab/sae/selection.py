@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..capture import position_ids_from_mask
 from .attribution import AttributionSpec, attribute, next_token_losses
+from .evaluate import sink_mask
 from .load import check_sae_fits
 from .teacher import residual_leaf
 
@@ -73,9 +74,10 @@ def compare_selection(model, tok, sae, texts: list[str], k: int = 4, batch_size:
                       skip_first: bool = True) -> SelectionResult:
     """Mean next-token loss after ablating each rule's top-k latents at every token of ``texts``.
 
-    ``skip_first``: leave each text's first token untouched (ablation and splice). It is the
-    attention sink (residual norm ~200x the others on SmolLM2), which the SAE is not trained on;
-    editing it would perturb every later token through attention and swamp the comparison.
+    ``skip_first``: leave attention-sink tokens untouched (ablation and splice; see
+    :func:`probelab.sae.evaluate.sink_mask`): their residual norm is ~200x the others on SmolLM2,
+    the SAE is not trained on them, and editing them would perturb every later token through
+    attention and swamp the comparison.
     """
     site = check_sae_fits(sae, model)
     rules = rules or list(RULES)
@@ -91,7 +93,9 @@ def compare_selection(model, tok, sae, texts: list[str], k: int = 4, batch_size:
         h = att.residual
         edit = mask.bool().clone()
         if skip_first:
-            edit[torch.arange(ids.shape[0]), mask.long().argmax(-1)] = False
+            for b in range(ids.shape[0]):
+                real = edit[b].nonzero().flatten()
+                edit[b, real] = sink_mask(h[b, real])
         edit = edit.unsqueeze(-1).to(h.dtype)
         loss, n = _loss_with(model, ids, mask, site, h)
         clean += loss
