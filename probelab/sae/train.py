@@ -39,8 +39,8 @@ class SAETrainConfig:
     layer: int = 13                 # residual index (probelab.capture numbering): output of block 12
     d_sae: int = 2304               # latents (4x the SmolLM2 width of 576; 4608 left 50% dead in this budget)
     k: int = 32                     # active latents per token (TopK)
-    cache_tokens: int = 120_000     # LM tokens run once and cached (phase 1; ~200 s)
-    training_tokens: int = 480_000  # activations seen by the SAE (phase 2: 4 epochs over the cache)
+    cache_tokens: int = 160_000     # LM tokens run once and cached (phase 1; ~4-5 min)
+    training_tokens: int = 960_000  # activations seen by the SAE (phase 2: 6 epochs over the cache)
     keep_activations: bool = False  # keep the phase-1 cache beside the SAE folder (for re-tuning)
     batch_tokens: int = 1024        # tokens per optimiser step
     context_size: int = 128         # tokens per LM context (contexts pack several intros)
