@@ -153,3 +153,10 @@ def test_sink_mask_drops_first_token_and_norm_outliers():
     h[4] *= 3.0     # large but ordinary
     assert sink_mask(h).tolist() == [False, True, False, True, True, True]
     assert sink_mask(torch.ones(1, 4)).tolist() == [False]
+
+
+def test_inspect_marks_the_attention_sink_on_smollm2(smollm2):
+    model, tok = smollm2
+    out = inspect_text(model, tok, tiny_sae(d_in=576, d_sae=64, k=4, hook_name="model.layers.12"),
+                       "Paris is a city.", top=1)
+    assert [r["sink"] for r in out["tokens"]] == [True] + [False] * (out["n_tokens"] - 1)

@@ -52,7 +52,7 @@ def concepts_cmd(
     for col in ("#", "token", "loss", "top by activation", "top by attribution"):
         t.add_column(col, overflow="fold")
     for row in result["tokens"]:
-        t.add_row(str(row["position"]), repr(row["token"]), "" if row["loss"] is None else f"{row['loss']:.2f}",
+        t.add_row(str(row["position"]), repr(row["token"]) + (" (sink)" if row["sink"] else ""), "" if row["loss"] is None else f"{row['loss']:.2f}",
                   fmt(row["by_activation"]), fmt(row["by_attribution"]))
     Console().print(t)
 

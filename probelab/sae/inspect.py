@@ -17,11 +17,15 @@ import torch
 
 from ..errors import ProbelabError
 from .attribution import ConceptLabeler
+from .evaluate import SINK_FACTOR
 
 
 def inspect_text(model, tok, sae, text: str, top: int = 3, variant: str = "official", labels=None,
                  max_tokens: int = 256, **spec_overrides) -> dict:
-    """``{"tokens": [{"token", "position", "loss", "by_activation": [...], "by_attribution": [...]}], ...}``.
+    """``{"tokens": [{"token", "position", "sink", "loss", "by_activation": [...], "by_attribution": [...]}], ...}``.
+
+    ``sink`` marks attention-sink tokens (residual norm > 10x the text's median): the SAE was
+    not trained on them, so their concepts are not meaningful.
 
     ``labels``: a :class:`~probelab.sae.labels.ConceptLabels` (adds ``label`` to each concept) or None.
     """
@@ -49,11 +53,14 @@ def inspect_text(model, tok, sae, text: str, top: int = 3, variant: str = "offic
             out.append(item)
         return out
 
+    norms = att.residual[0].float().norm(dim=-1)
+    is_sink = norms > SINK_FACTOR * norms.median()
     rows = []
     for t, token_id in enumerate(ids[0].tolist()):
         rows.append({
             "position": t,
             "token": tok.decode([token_id]),
+            "sink": bool(is_sink[t]),
             "loss": round(float(att.token_loss[0, t]), 4) if bool(att.valid[0, t]) else None,
             "by_activation": concepts(act_v, act_i, 0, t),
             "by_attribution": concepts(att_v, att_i, 0, t),
