@@ -25,7 +25,7 @@ declare -A METHOD=(
   [lerp]="method.name=control method.interpolation=lerp method.divergence=none"
   [dlerp]="method.name=control method.interpolation=dlerp method.divergence=none"
 )
-ORDER=(base full lerp-mse lerp partial dlerp stack hybrid)  # most informative first
+ORDER=(base full lerp-mse lerp dlerp partial stack hybrid)  # most informative first
 [ $# -gt 0 ] && ORDER=("$@")
 
 for name in "${ORDER[@]}"; do
