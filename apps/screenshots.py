@@ -72,11 +72,19 @@ def concepts_page(page, url: str, out: Path, model: str, sae: str) -> None:
     shoot(page, out, "concepts")
 
 
-def steering_page(page, url: str, out: Path, model: str, sae: str, concept: int) -> None:
+def steering_page(page, url: str, out: Path, model: str, sae: str, concept: int, factor: float | None,
+                  prompt: str | None) -> None:
     page.goto(f"{url}/steering?" + urllib.parse.urlencode({"model": model, "sae": sae}))
-    field = page.get_by_label("concept id")
-    field.fill(str(concept))
-    field.press("Enter")
+    values = [("concept id", str(concept))] + ([("factor", f"{factor:g}")] if factor is not None else [])
+    for label, value in values:
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        page.wait_for_timeout(300)
+    if prompt:
+        box = page.get_by_label("prompt")
+        box.fill(prompt)
+        box.press("Control+Enter")
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector("text=unsteered", timeout=600_000)
@@ -95,6 +103,8 @@ def main() -> None:
     ap.add_argument("--concepts-model", default=None, help="model for the concepts/steering pages (default --model)")
     ap.add_argument("--sae", default=None, help="SAE for the concepts/steering pages")
     ap.add_argument("--concept", type=int, default=0, help="concept id to steer by")
+    ap.add_argument("--factor", type=float, default=None, help="steering factor (default: the page's)")
+    ap.add_argument("--prompt", default=None, help="steering prompt (default: the page's)")
     ap.add_argument("--pages", default="alignment,compare,concepts,steering")
     args = ap.parse_args()
     cmodel = args.concepts_model or args.model
@@ -112,7 +122,7 @@ def main() -> None:
         if "concepts" in pages:
             concepts_page(page, url, args.out, cmodel, sae)
         if "steering" in pages:
-            steering_page(page, url, args.out, cmodel, sae, args.concept)
+            steering_page(page, url, args.out, cmodel, sae, args.concept, args.factor, args.prompt)
 
 
 if __name__ == "__main__":
