@@ -1,31 +1,93 @@
-"""``probelab demo``: the main job on the embedded default model, end to end."""
+"""``probelab demo``: the main job on the embedded default model, end to end.
+
+1. load the embedded SmolLM2-135M and capture the analogy probes at every layer (summary table);
+2. expand it into a Control LLM (Lerp + MSE, 6 expanded blocks) and run the CPU smoke continual-SFT
+   recipe (``training/configs/cpu-smoke.yaml``: 3-digit addition, a few minutes on 2 cores);
+3. align the trained checkpoint's pretrained vs expanded branches on the analogy probes and write the
+   report (metrics.json, CSVs, report.html).
+Outputs go to ``$PROBELAB_CACHE/demo``; a finished training run is reused (``--retrain`` redoes it).
+"""
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from ..errors import ProbelabError
 
-def demo_cmd(model: str = typer.Option("smollm2-135m", help="model to run the demo on")) -> None:
-    """Load the embedded model, capture the analogy probes at every layer, print a per-layer summary."""
+STEPS = 3
+
+
+def _step(console: Console, i: int, text: str) -> None:
+    console.print(f"[bold][{i}/{STEPS}][/bold] {text}")
+
+
+def capture_step(console: Console, model_name: str, out: Path):
     from .. import capture, load_model, load_probes
-    from ..paths import cache_dir
     from ..summary import layer_summary, summary_table
 
-    console = Console()
     t0 = time.perf_counter()
-    m, tok = load_model(model)
-    console.print(f"[1/2] loaded {model} ({sum(p.numel() for p in m.parameters()) / 1e6:.0f}M params) "
-                  f"in {time.perf_counter() - t0:.1f} s")
+    m, tok = load_model(model_name)
     ps = load_probes("analogies")
-    t0 = time.perf_counter()
     caps = capture(m, tok, ps.texts, select="last")
-    out = cache_dir() / "demo" / "captures"
-    caps.save(out)
-    console.print(f"[2/2] captured {len(ps.texts)} probe sentences x {len(caps.layers['resid'])} layers "
-                  f"in {time.perf_counter() - t0:.1f} s -> {out}")
+    caps.save(out / "captures")
+    _step(console, 1, f"{model_name}: captured {len(ps.texts)} analogy sentences x {len(caps.layers['resid'])} "
+                      f"layers in {time.perf_counter() - t0:.1f} s -> {out / 'captures'}")
     console.print(summary_table(layer_summary(caps, ps.pairs), "analogy probes, last token, per layer"))
+
+
+def train_step(console: Console, out: Path, retrain: bool) -> Path:
+    from .train import script_path
+
+    run = out / "cpu-smoke"
+    final = run / "final"
+    if retrain and run.exists():
+        shutil.rmtree(run)
+    if (final / "config.json").is_file():
+        _step(console, 2, f"reusing the trained Control LLM at {final} (--retrain to redo it)")
+        return final
+    config = script_path().parent / "configs" / "cpu-smoke.yaml"
+    _step(console, 2, f"expanding into a Control LLM (Lerp + MSE, 6 blocks) and training it: {config.name}")
+    import runpy
+
+    t0 = time.perf_counter()
+    runpy.run_path(str(script_path()), run_name="probelab_demo")["main"](
+        ["--config", str(config), "--set", f"run.out_dir={run}"])
+    if not (final / "config.json").is_file():
+        raise ProbelabError(f"training finished without a final checkpoint in {final}")
+    console.print(f"    trained in {time.perf_counter() - t0:.0f} s; curves: {run / 'curves.html'}")
+    return final
+
+
+def align_step(console: Console, ckpt: Path, out: Path) -> None:
+    from ..analysis import run_alignment
+
+    res = run_alignment(ckpt, probes="analogies", out=out / "align")
+    _step(console, 3, f"aligned pretrained vs expanded branches: alignment score {res.score:.3f}")
+    console.print(res.summary_table())
+    console.print(f"report: {out / 'align' / 'report.html'}   (explore it in the browser: probelab app)")
+
+
+def demo_cmd(
+    model: str = typer.Option("smollm2-135m", help="model to run the demo on"),
+    retrain: bool = typer.Option(False, help="redo the smoke training even if a finished run exists"),
+    skip_train: bool = typer.Option(False, help="only capture and summarise (step 1)"),
+) -> None:
+    """Capture probes, expand + train a Control LLM on CPU for a few minutes, align it, write the report."""
+    from ..paths import cache_dir
+
+    console = Console()
+    out = cache_dir() / "demo"
+    capture_step(console, model, out)
+    if skip_train:
+        return
+    if model != "smollm2-135m":
+        raise ProbelabError("the training part of the demo runs on the embedded smollm2-135m; use --skip-train")
+    ckpt = train_step(console, out, retrain)
+    align_step(console, ckpt, out)
 
 
 def register(app: typer.Typer) -> None:
