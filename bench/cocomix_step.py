@@ -53,7 +53,7 @@ def main() -> None:
 
     cfg = load_config(["--config", args.config])
     _, tok = load_model(cfg["data"]["tokenizer"])
-    n_concepts = 4608
+    n_concepts = cfg["teacher"]["n_concepts"] or 4608  # the SAE width C (default SAE: 2304)
     T = cfg["data"]["block_size"]
     models = {}
     for mode in ("cocomix", "ntp"):
