@@ -209,13 +209,16 @@ def load_teacher_sae(cfg, device):
     return load_sae(cfg["teacher"]["sae"], device=str(device))
 
 
-def make_labeler(cfg, sae, device):
+def make_labeler(cfg, sae, device, student_tok):
     """Frozen teacher LM + SAE -> top-``k_attr`` attribution labels per token (probelab.sae)."""
     from probelab.models import load_model
     from probelab.sae import ConceptLabeler
 
     t = cfg["teacher"]
-    teacher, _ = load_model(t["model"])
+    teacher, teacher_tok = load_model(t["model"])
+    if teacher_tok.get_vocab() != student_tok.get_vocab():  # labels are per token id: vocabularies must agree
+        raise SystemExit(f"error: the student tokenizer ({cfg['data']['tokenizer']}) differs from the teacher's "
+                         f"({t['model']}); CoCoMix labels need the teacher's tokenizer")
     return ConceptLabeler(teacher.to(device), sae, k_attr=t["k_attr"], variant=t["variant"],
                           batch_size=t["label_batch_size"], autocast=torch.bfloat16 if t["autocast_bf16"] else None)
 
@@ -324,7 +327,10 @@ def save_checkpoint(folder: Path, model, optimizer, step: int, tokens: int, elap
     from probelab.paths import atomic_dir
 
     weights = accelerator.get_state_dict(model)
-    opt = optimizer.state_dict()
+    # Under FSDP each process holds a shard of the optimizer state; only model weights are saved then
+    # (a resumed FSDP run restarts AdamW's moments), never a partial optimizer state.
+    sharded = accelerator.distributed_type.name == "FSDP"
+    opt = optimizer.state_dict() if not sharded else {"state": {}, "param_groups": []}
     if accelerator.is_main_process:
         flat = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items()
                 for k, v in s.items() if torch.is_tensor(v)}
@@ -343,6 +349,9 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, int, float]:
     state = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     flat = load_file(str(folder / "optimizer.safetensors"))
+    if not state["param_groups"]:
+        print("checkpoint has no optimizer state (FSDP run): AdamW restarts from zero moments")
+        return state["step"], state["tokens"], state.get("elapsed_s", 0.0)
     per_param: dict[int, dict] = {}
     for key, v in flat.items():
         _, i, name = key.split(".", 2)
@@ -417,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         n_concepts = int(sae.cfg.d_sae)
     labeler, labels = None, None
     if cfg["mode"] == "cocomix":
-        labeler = make_labeler(cfg, sae, accelerator.device)
+        labeler = make_labeler(cfg, sae, accelerator.device, tok)
         if cfg["teacher"]["labels"] == "cached":
             if streaming:
                 raise SystemExit("error: cached labels need a fixed dataset; use teacher.labels=on_the_fly")
