@@ -7,10 +7,6 @@ PY=${PY:-.venv/bin/python}
 CFG=training/configs/cocomix_cpu.yaml
 SAE=default
 if [ ! -f "$($PY -c "from probelab.sae.train import default_sae_path; print(default_sae_path())")/cfg.json" ]; then
-  # this session: helper-2's tuning run of the default recipe (d_sae 4608, k 32), if it has finished
-  if [ -f /tmp/saeexp/A/cfg.json ] && [ ! -f runs/cocomix_cpu/teacher_sae/cfg.json ]; then
-    mkdir -p runs/cocomix_cpu && cp -r /tmp/saeexp/A runs/cocomix_cpu/teacher_sae
-  fi
   SAE=runs/cocomix_cpu/teacher_sae
   if [ ! -f "$SAE/cfg.json" ]; then
     echo "default SAE not cached: training a smaller one into $SAE"
