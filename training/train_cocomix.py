@@ -39,7 +39,7 @@ import yaml
 # Defaults. Every config file overrides a subset of these; every key is explained once, here.
 DEFAULTS = {
     "mode": "cocomix",          # cocomix | ntp (the NTP baseline is width-matched to CoCoMix)
-    "seed": 0,                  # model init and data order
+    "seed": 0,                  # model init and batch order
     "out_dir": "runs/cocomix/{mode}",  # {mode} is replaced by the mode (runs/ is git-ignored)
     "data": {
         "source": "wiki",       # wiki: offline Wikipedia intros (probelab.data) | openwebtext: datasets, network
@@ -48,6 +48,8 @@ DEFAULTS = {
         "train_tokens": 102400,  # tokens in the (fixed, labelled) training set; epochs repeat it
         "val_tokens": 16384,    # held-out tokens for validation perplexity (from held-out articles)
         "val_texts": 500,       # articles held out for validation (wiki: the default SAE's held-out 500)
+        "split_seed": 0,        # which articles are held out / streamed first (kept fixed across seeds,
+                                # so runs with other seeds reuse the cached teacher labels)
     },
     "teacher": {
         "model": "smollm2-135m",  # frozen LM whose SAE concepts are the labels
@@ -185,7 +187,7 @@ def corpus(cfg, tok):
         # the SAE's own held-out articles: validation text unseen by the student *and* the SAE
         from probelab.sae.corpus import wiki_texts
 
-        return wiki_texts(n_heldout=d["val_texts"], seed=cfg["seed"])
+        return wiki_texts(n_heldout=d["val_texts"], seed=d["split_seed"])
     if d["source"] == "openwebtext":
         import datasets
         from probelab.paths import network_allowed
@@ -193,7 +195,7 @@ def corpus(cfg, tok):
         if not network_allowed():
             raise SystemExit("error: openwebtext needs the network; set PROBELAB_ALLOW_NETWORK=1")
         ds = datasets.load_dataset("Skylion007/openwebtext", split="train", streaming=True)
-        ds = ds.shuffle(seed=cfg["seed"], buffer_size=10_000)
+        ds = ds.shuffle(seed=d["split_seed"], buffer_size=10_000)
         val = [r["text"] for r in ds.take(d["val_texts"])]
         train = (r["text"] for r in ds.skip(d["val_texts"]))
         return train, val
