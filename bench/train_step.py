@@ -14,7 +14,8 @@ the same batch, AdamW, and bf16 autocast:
 Tokens/s is measured over ``--steps`` steps after ``--warmup`` steps, in ``--rounds`` rounds that
 interleave the methods; the best round per method is kept (a shared CPU only ever makes a run
 slower, so the best round is the least disturbed one). Peak memory is the process's
-peak resident set (VmHWM, reset with /proc/self/clear_refs after warm-up) during those steps, so it
+peak resident set (VmHWM, reset with /proc/self/clear_refs after warm-up and after freed heap pages
+are returned to the OS with malloc_trim) during those steps, so it
 includes weights, gradients, optimizer state and activations. Ratios are printed against the
 issue's targets: control >= 3x full tok/s, >= 0.8x partial tok/s, peak memory <= 0.6x full.
 
@@ -36,6 +37,17 @@ METHODS = ("control", "control-bf16", "partial", "partial-bf16", "full", "full-f
 def _status_mb(key: str) -> float:
     text = open("/proc/self/status").read()
     return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS shows live memory, e.g. after a dtype change."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak() -> None:
@@ -80,6 +92,7 @@ def worker(args) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker != "full-fp32")
+    _release_freed_memory()
     rss_model = _status_mb("VmRSS")
 
     def step():
@@ -93,6 +106,7 @@ def worker(args) -> dict:
 
     for _ in range(args.warmup):
         step()
+    _release_freed_memory()
     _reset_peak()
     t0 = time.perf_counter()
     for _ in range(args.steps):
