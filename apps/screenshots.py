@@ -29,7 +29,9 @@ def sidebar(page):
 
 
 def tab(page, name: str) -> None:
+    """Open a tab and scroll the tab bar to the top of the view, so its content fills the screenshot."""
     page.get_by_role("tab", name=name).first.click()
+    page.get_by_role("tablist").first.evaluate("e => e.scrollIntoView({block: 'start'})")
 
 
 def alignment_pages(page, url: str, out: Path) -> None:
