@@ -64,14 +64,17 @@ def compare_page(page, url: str, out: Path, folders: list[str], base: str | None
     shoot(page, out, "compare")
 
 
-def concepts_page(page, url: str, out: Path, model: str, sae: str) -> None:
+def concepts_page(page, url: str, out: Path, model: str, sae: str, name: str = "concepts") -> None:
     page.goto(f"{url}/concepts?" + urllib.parse.urlencode({"model": model, "sae": sae}))
-    page.wait_for_selector(".plt-text, [data-testid='stAlert']", state="attached", timeout=1_800_000)
-    if not page.locator(".plt-text").count():
-        print(f"skipped the concepts page: {page.locator('[data-testid=stAlert]').first.inner_text()}")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector(".plt-text", state="attached", timeout=900_000)
+    except PlaywrightTimeout:
+        alerts = page.locator("[data-testid=stAlert]")
+        print(f"skipped the concepts page: {alerts.first.inner_text() if alerts.count() else 'nothing drawn'}")
         return
-    page.mouse.wheel(0, 380)
-    shoot(page, out, "concepts")
+    shoot(page, out, name)
 
 
 def steering_page(page, url: str, out: Path, model: str, sae: str, concept: int, factor: float | None,

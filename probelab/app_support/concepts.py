@@ -62,8 +62,21 @@ def get_labels(model, tok, sae, source: str):
     """Concept labels for every latent (computed over the corpus once per SAE, then read from the cache)."""
     from ..sae.labels import concept_labels
 
-    path = None if source in SAE_BUILDERS or source == "default" else source
-    return concept_labels(model, tok, sae, sae_path=path)
+    return concept_labels(model, tok, sae, sae_path=None if is_default_sae(source) else source)
+
+
+def is_default_sae(source: str) -> bool:
+    """``default``, a built SAE, or the default SAE's folder given by path (same labels cache entry)."""
+    from pathlib import Path
+
+    from ..sae.train import default_sae_path
+
+    if source in SAE_BUILDERS or source == "default":
+        return True
+    try:
+        return Path(source).expanduser().resolve() == default_sae_path().resolve()
+    except OSError:
+        return False
 
 
 def concept_info(labels, concept_id):
