@@ -244,6 +244,10 @@ def test_concept_info_and_sae_choice_errors(tmp_path):
         cc.get_sae(str(tmp_path), model)
     with pytest.raises(ProbelabError, match="no SAE given"):
         cc.get_sae(" ", model)
+    from probelab.sae.train import default_sae_path
+
+    assert cc.is_default_sae("default") and cc.is_default_sae("tiny") and cc.is_default_sae(str(default_sae_path()))
+    assert not cc.is_default_sae(str(tmp_path))
 
 
 def test_sae_rows_come_from_inspect_text_on_a_tiny_model():
