@@ -10,7 +10,7 @@ float64, and returns ``[n_layers, n_probes]`` arrays (one number per layer and p
 >>> a = np.ones((2, 3, 4)); b = 2 * a
 >>> cosine(a, b).round(6).tolist()
 [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
->>> euclidean(a, b)[0, 0], euclidean(l2_normalize(a), l2_normalize(b))[0, 0]
+>>> float(euclidean(a, b)[0, 0]), float(euclidean(l2_normalize(a), l2_normalize(b))[0, 0])
 (2.0, 0.0)
 """
 from __future__ import annotations
