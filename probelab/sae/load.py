@@ -59,7 +59,7 @@ def load_sae(source: str | Path = "default", *, release: str | None = None, sae_
              train_if_missing: bool = True):
     """An sae-lens ``SAE`` from a folder, ``"default"``, or (with network allowed) a pretrained release.
 
-    ``"default"`` trains the default SAE on first use (~6 min on 2 CPU cores) unless
+    ``"default"`` trains the default SAE on first use (10-25 min on 2 CPU cores) unless
     ``train_if_missing=False``, which raises a one-line error instead.
     """
     from sae_lens import SAE

@@ -210,6 +210,6 @@ def ensure_default_sae(progress: bool = True):
 
     path = default_sae_path()
     if not (path / "cfg.json").is_file():
-        print(f"training the default SAE into {path} (once; ~6 min on a 2-core CPU)")
+        print(f"training the default SAE into {path} (once; 10-25 min on a shared 2-core CPU)")
         train_sae(SAETrainConfig(), path, progress=progress)
     return load_sae(path)
