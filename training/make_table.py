@@ -73,7 +73,7 @@ def main() -> None:
 def fmt(v, pct=False):
     if v is None:
         return "–"
-    return f"{100 * v:.0f}%" if pct else f"{v:.2f}"
+    return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
 
 
 def render(rows: list[dict], base: dict, root: Path) -> str:
