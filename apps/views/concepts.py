@@ -19,9 +19,8 @@ st.caption("SAE concepts of the model's residual stream at every token, ranked b
            "it predicts itself. Hover a token for its concepts and their labels.")
 
 with st.sidebar:
-    st.header("Model and SAE")
-    model_spec = st.text_input("model (name or folder)", S.model, key="cc_model").strip()
-    sae_src = st.text_input("SAE: default | tiny | an sae-lens folder", S.sae, key="cc_sae").strip()
+    model_spec, sae_src = ui.model_and_sae(S, "cc", "model (name or folder)",
+                                           "SAE: default | tiny | an sae-lens folder")
     top = st.slider("concepts per token", 1, 8, 3, key="cc_top")
     variant = st.selectbox("attribution variant", list(VARIANTS), key="cc_variant",
                            help="official: TopK post-activation x grad of the sequence loss (the released code); "

@@ -13,9 +13,8 @@ st.caption("CoCoMix model: the concept's predicted logit is multiplied by the fa
            "SAE's layer (the factor is in units of the latent's activation). Greedy decoding.")
 
 with st.sidebar:
-    st.header("Model and SAE")
-    model_spec = st.text_input("model (name, folder, or a CoCoMix folder)", S.model, key="st_model").strip()
-    sae_src = st.text_input("SAE (not used for CoCoMix): default | tiny | folder", S.sae, key="st_sae").strip()
+    model_spec, sae_src = ui.model_and_sae(S, "st", "model (name, folder, or a CoCoMix folder)",
+                                           "SAE (not used for CoCoMix): default | tiny | folder")
     max_new = st.slider("new tokens", 1, 100, 24, key="st_new")
 
 prompt = st.text_area("prompt", DEFAULT_PROMPT, key="st_prompt", height=80)

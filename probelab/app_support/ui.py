@@ -26,6 +26,15 @@ def settings() -> AppSettings:
     return AppSettings.from_env(query=query)
 
 
+def model_and_sae(defaults: AppSettings, prefix: str, model_label: str, sae_label: str) -> tuple[str, str]:
+    """The sidebar's "Model and SAE" header and its two text boxes (keys ``<prefix>_model``, ``<prefix>_sae``,
+    filled from ``defaults``); returns ``(model_spec, sae_source)``, stripped. Call it inside ``st.sidebar``."""
+    st.header("Model and SAE")
+    model_spec = st.text_input(model_label, defaults.model, key=f"{prefix}_model").strip()
+    sae_src = st.text_input(sae_label, defaults.sae, key=f"{prefix}_sae").strip()
+    return model_spec, sae_src
+
+
 def message(e: BaseException) -> str:
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
