@@ -68,13 +68,15 @@ class Lerp(Interpolator):
         return self.blend(h_pre, h_exp, w), w
 
 
-@register_interpolator("dlerp")
-class Dlerp(Interpolator):
-    """Per-token weight from both branch outputs: w = sigmoid(Linear(2d → 1)([h_pre; h_exp])), bias = f."""
+class PerTokenLerp(Interpolator):
+    """A per-token weight w = sigmoid(gate(x)), gate a Linear(in_factor·d → 1) with weight 0 and bias f at init
+    (so w = sigmoid(f) everywhere at step 0). Subclasses say what the gate reads: :meth:`gate_input`."""
+
+    in_factor = 1  # the gate reads in_factor·d features
 
     def __init__(self, hidden_size, cfg):
         super().__init__(hidden_size, cfg)
-        self.gate = nn.Linear(2 * hidden_size, 1)
+        self.gate = nn.Linear(self.in_factor * hidden_size, 1)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -82,28 +84,30 @@ class Dlerp(Interpolator):
         self.gate.weight.zero_()
         self.gate.bias.fill_(self.init_logit)
 
+    def gate_input(self, h_in, h_pre, h_exp) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, h_in, h_pre, h_exp):
-        w = torch.sigmoid(self.gate(torch.cat([h_pre, h_exp], dim=-1)))
+        w = torch.sigmoid(self.gate(self.gate_input(h_in, h_pre, h_exp)))
         return self.blend(h_pre, h_exp, w), w
+
+
+@register_interpolator("dlerp")
+class Dlerp(PerTokenLerp):
+    """Per-token weight from both branch outputs: w = sigmoid(Linear(2d → 1)([h_pre; h_exp])), bias = f."""
+
+    in_factor = 2
+
+    def gate_input(self, h_in, h_pre, h_exp):
+        return torch.cat([h_pre, h_exp], dim=-1)
 
 
 @register_interpolator("dlerpin")
-class DlerpIn(Interpolator):
+class DlerpIn(PerTokenLerp):
     """Per-token weight from the block input: w = sigmoid(Linear(d → 1)(h_in)), bias = f."""
 
-    def __init__(self, hidden_size, cfg):
-        super().__init__(hidden_size, cfg)
-        self.gate = nn.Linear(hidden_size, 1)
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self):
-        self.gate.weight.zero_()
-        self.gate.bias.fill_(self.init_logit)
-
-    def forward(self, h_in, h_pre, h_exp):
-        w = torch.sigmoid(self.gate(h_in))
-        return self.blend(h_pre, h_exp, w), w
+    def gate_input(self, h_in, h_pre, h_exp):
+        return h_in
 
 
 @register_interpolator("plerp")
