@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..errors import ModelNotFound, NetworkDisabled, ProbelabError
-from ..paths import network_allowed
+from ..paths import atomic_dir, network_allowed
 from .registry import MODELS, ModelSpec
 
 # key in config.json -> loader(folder, dtype) -> model. Model packages register themselves here.
@@ -83,6 +83,16 @@ def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32):
         raise ProbelabError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from None
     _ensure_pad(tok)
     return model.eval(), tok
+
+
+def save_hf_folder(model, folder: str | Path, tokenizer=None) -> Path:
+    """Write ``model`` (``save_pretrained``, safetensors) and ``tokenizer`` if given to ``folder``, atomically
+    (:func:`probelab.paths.atomic_dir`); returns ``Path(folder)``. :func:`load_folder` reads it back."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(folder)
 
 
 def _ensure_pad(tok) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ...errors import ProbelabError
-from ...paths import atomic_dir
+from ..loading import save_hf_folder
 from .model import CoCoMixForCausalLM
 
 
@@ -20,11 +20,7 @@ def save_cocomix(model: CoCoMixForCausalLM, folder: str | Path, tokenizer=None) 
     if not isinstance(model, CoCoMixForCausalLM):
         raise ProbelabError(f"save_cocomix expects a CoCoMix model, got {type(model).__name__}")
     model.config.cocomix = model.cocomix.to_dict()
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-    return Path(folder)
+    return save_hf_folder(model, folder, tokenizer)
 
 
 def load_cocomix(folder: str | Path, dtype: torch.dtype = torch.float32) -> CoCoMixForCausalLM:

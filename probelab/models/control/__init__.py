@@ -39,8 +39,7 @@ from pathlib import Path
 import torch
 
 from ...errors import ModelNotFound, ProbelabError
-from ...paths import atomic_dir
-from ..loading import register_folder_kind
+from ..loading import register_folder_kind, save_hf_folder
 from .config import DIVERGENCE_NAMES, INTERPOLATOR_NAMES, STRATEGY_NAMES, ExpansionConfig, ExpansionError, \
     expanded_layer_indices
 from .divergence import DIVERGENCES, register_divergence
@@ -79,11 +78,7 @@ def save_control(model: ControlLLMForCausalLM, folder: str | Path, tokenizer=Non
     """Write ``model`` (and ``tokenizer``) as an HF folder, atomically: config.json + safetensors."""
     if not isinstance(model, ControlLLMForCausalLM):
         raise ProbelabError(f"save_control expects a ControlLLMForCausalLM, got {type(model).__name__}")
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-    return Path(folder)
+    return save_hf_folder(model, folder, tokenizer)
 
 
 def load_control(folder: str | Path, dtype: torch.dtype = torch.float32) -> ControlLLMForCausalLM:
