@@ -19,6 +19,13 @@ are returned to the OS with malloc_trim) during those steps, so it
 includes weights, gradients, optimizer state and activations. Ratios are printed against the
 issue's targets: control >= 3x full tok/s, >= 0.8x partial tok/s, peak memory <= 0.6x full.
 
+Every method computes its CE with ``--loss`` (default ``chunked``: :mod:`probelab.train.lm_loss`,
+the training script's ``train.loss_chunk``; ``hf``: the model's own loss over full logits) and the
+attention ``--attn`` (sdpa or eager). After the timed steps one more step runs under
+``torch.utils.flop_counter.FlopCounterMode``: GFLOP/step (matmuls and attention, forward and
+backward) and the GFLOP/s each method reached; FLOPs full / control is the speed-up that equal
+matmul efficiency would give.
+
     flock /tmp/probelab-heavy.lock .venv/bin/python bench/train_step.py
 """
 from __future__ import annotations
@@ -55,7 +62,7 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def build(method: str, model_name: str, num_expanded: int):
+def build(method: str, model_name: str, num_expanded: int, attn: str = "sdpa"):
     import torch
 
     from probelab.capture import decoder_layers
@@ -63,6 +70,7 @@ def build(method: str, model_name: str, num_expanded: int):
     from probelab.models.control import expand_model, expanded_layer_indices
 
     model, _ = load_model(model_name)
+    model.set_attn_implementation(attn)
     layers = decoder_layers(model)
     chosen = expanded_layer_indices(len(layers), num_expanded)
     if method.startswith("control"):
@@ -83,9 +91,11 @@ def build(method: str, model_name: str, num_expanded: int):
 def worker(args) -> dict:
     import torch
 
+    from probelab.train.lm_loss import lm_loss_from_model
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, _ = build(args.worker, args.model, args.num_expanded)
+    model, _ = build(args.worker, args.model, args.num_expanded, args.attn)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -97,8 +107,12 @@ def worker(args) -> dict:
 
     def step():
         with autocast:
-            out = model(input_ids=ids, labels=ids, use_cache=False)
-        loss = out.loss + getattr(out, "divergence_loss", 0.0)
+            if args.loss == "chunked":  # CE from the final hidden states, no [tokens, vocab] logits kept
+                out, ce = lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=128)
+            else:
+                out = model(input_ids=ids, labels=ids, use_cache=False)
+                ce = out.loss
+        loss = ce + getattr(out, "divergence_loss", 0.0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -112,8 +126,13 @@ def worker(args) -> dict:
     for _ in range(args.steps):
         step()
     elapsed = time.perf_counter() - t0
-    return {"method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
-            "s_per_step": elapsed / args.steps, "peak_mb": _status_mb("VmHWM"), "model_rss_mb": rss_model,
+    peak = _status_mb("VmHWM")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as flops:  # matmul/attention FLOPs of one step, forward + backward
+        step()
+    return {"gflop": flops.get_total_flops() / 1e9, "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
+            "s_per_step": elapsed / args.steps, "peak_mb": peak, "model_rss_mb": rss_model,
             "trainable": sum(p.numel() for p in params), "total": sum(p.numel() for p in model.parameters())}
 
 
@@ -127,6 +146,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-expanded", type=int, default=6, help="expanded (and partially trained) layers")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best per method is kept")
+    ap.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="attention implementation (all methods)")
+    ap.add_argument("--loss", default="chunked", choices=("hf", "chunked"),
+                    help="hf: the model's loss from full logits; chunked: probelab.train.lm_loss (all methods)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 full fine-tune")
     ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
@@ -139,7 +161,7 @@ def main() -> None:
     results = {}
     passthrough = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps",
                    str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--num-expanded", str(args.num_expanded)]
+                   "--num-expanded", str(args.num_expanded), "--attn", args.attn, "--loss", args.loss]
     for r in range(args.rounds):
         for m in methods:
             print(f"round {r + 1}/{args.rounds}: {m} ...", file=sys.stderr, flush=True)
@@ -157,12 +179,19 @@ def main() -> None:
             else:
                 best["peak_mb"] = max(best["peak_mb"], res["peak_mb"])
 
+    import torch
+
+    from gemm_peak import gemm_peak
+
+    torch.set_num_threads(args.threads)
+    peak = gemm_peak(torch.bfloat16)
     print(f"\n{args.model}, batch {args.batch}x{args.seq}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.threads} threads, AdamW, bf16 autocast (except full-fp32), best of {args.rounds} rounds\n")
-    print(f"{'method':<13} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12}")
+    print(f"{'method':<13} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12} "
+          f"{'GFLOP/step':>11} {'GFLOP/s':>8}")
     for m, r in results.items():
         print(f"{m:<13} {r['tok_s']:8.1f} {r['s_per_step']:8.2f} {r['peak_mb']:9.0f} {r['model_rss_mb']:9.0f} "
-              f"{r['trainable']:>12,}")
+              f"{r['trainable']:>12,} {r['gflop']:11.1f} {r['gflop'] / r['s_per_step']:8.1f}")
     for ctl, part in (("control", "partial"), ("control-bf16", "partial-bf16")):
         if ctl not in results:
             continue
@@ -179,6 +208,12 @@ def main() -> None:
                 checks.append((f"peak mem {ctl} / {ref}", ratio, "<= 0.6", ratio <= 0.6))
         for name, ratio, target, ok in checks:
             print(f"{name:<34} {ratio:6.2f}x  target {target:<7} {'met' if ok else 'MISSED'}")
+        if "full" in results:  # what equal matmul efficiency would give: the FLOP ratio
+            print(f"{'FLOPs full / ' + ctl:<34} {results['full']['gflop'] / c['gflop']:6.2f}x  "
+                  f"(the tok/s ratio if both ran at the same GFLOP/s)")
+            need = 3.0 * results["full"]["tok_s"] / c["tok_s"] * c["gflop"] / c["s_per_step"]
+            print(f"{'3x full would need ' + ctl + ' at':<34} {need:6.0f} GFLOP/s = {100 * need / peak:.0f}% of "
+                  f"the bf16 matmul peak ({peak:.0f} GFLOP/s, bench/gemm_peak.py)")
 
 
 if __name__ == "__main__":

@@ -381,6 +381,8 @@ def test_frozen_linears_in_bf16_give_identical_autocast_training():
     assert store_frozen_linears(low) > 0
     assert all(p.dtype == torch.float32 for p in low.parameters() if p.requires_grad)
     assert low.control_layers[0].pretrained.mlp.down_proj.weight.dtype == torch.bfloat16
+    if low.config.tie_word_embeddings:  # the untouched tensors are copied, the tie must survive
+        assert low.get_input_embeddings().weight is low.get_output_embeddings().weight
 
     def step(m):
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -152,3 +152,18 @@ def test_probelab_train_cli_reports_bad_input_in_one_line(capsys):
         main(["train", "--config", str(TINY), "--set", "method.name=sgd"])
     assert e.value.code == 1
     assert capsys.readouterr().err.strip() == "error: unknown method 'sgd'; known: full, partial, stack, hybrid, control"
+
+
+def test_chunked_loss_gives_the_same_training_curve(tmp_path):
+    for method in ("full", "control"):
+        plain = tmp_path / f"{method}-plain"
+        chunked = tmp_path / f"{method}-chunked"
+        run_inproc(plain, f"method.name={method}", "train.steps=3", "eval.at_start=false")
+        run_inproc(chunked, f"method.name={method}", "train.steps=3", "eval.at_start=false", "train.loss_chunk=5")
+        a, b = read_jsonl(plain / "metrics.jsonl"), read_jsonl(chunked / "metrics.jsonl")
+        assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+        for ra, rb in zip(a, b):
+            assert rb["ce_loss"] == pytest.approx(ra["ce_loss"], rel=1e-5)
+            assert rb["divergence_loss"] == pytest.approx(ra["divergence_loss"], rel=1e-3, abs=1e-9)
+    with pytest.raises(ConfigError, match="train.loss_chunk must be >= 0"):
+        load_config(TINY, ["train.loss_chunk=-1"])

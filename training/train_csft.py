@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     acc = Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
     is_main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     distributed = acc.distributed_type.value not in {"NO"}
+    if cfg.train.loss_chunk and acc.distributed_type.value == "FSDP":
+        raise ProbelabError("train.loss_chunk reads the unembedding outside the model's forward: "
+                            "not with FSDP (set train.loss_chunk=0)")
     if acc.device.type == "cpu":
         torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // world)))
     torch.manual_seed(cfg.run.seed)
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- 8. the training loop
     from tqdm.auto import tqdm
 
+    from probelab.train.lm_loss import lm_loss_from_model
+
     model.train()
     bar = tqdm(range(start_step, cfg.train.steps), initial=start_step, total=cfg.train.steps,
                disable=not is_main, desc=cfg.method.name, dynamic_ncols=True)
@@ -189,8 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
             # no gradient all-reduce until the last micro-batch of the step
             sync = acc.no_sync(model) if a < len(micro) - 1 else nullcontext()
             with sync, acc.autocast():
-                out_ = model(**batch)
-                ce = out_.loss
+                if cfg.train.loss_chunk:  # same CE without a [tokens, vocab] logits tensor
+                    out_, ce = lm_loss_from_model(model, batch, cfg.train.loss_chunk)
+                else:
+                    out_ = model(**batch)
+                    ce = out_.loss
                 div = getattr(out_, "divergence_loss", None)
                 div = torch.zeros((), device=ce.device) if div is None else div
                 loss = (ce + div) / len(micro)

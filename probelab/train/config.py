@@ -69,6 +69,7 @@ class TrainCfg:
     checkpoint_every: int = 100  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # older checkpoints are deleted
     log_every: int = 1  # steps between metric rows
+    loss_chunk: int = 0  # >0: CE from the final hidden states, this many tokens at a time (no full logits; not with FSDP)
 
 
 @dataclass
@@ -102,7 +103,8 @@ class TrainConfig:
     # Fields that may change when resuming (how long, how often, what to evaluate); everything
     # else defines the run and must match the checkpoint.
     RESUMABLE_CHANGES = ("run.out_dir", "run.resume", "run.kill_at_step", "train.steps",
-                         "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "eval.")
+                         "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+                         "train.loss_chunk", "eval.")  # loss_chunk: same loss, computed in pieces
 
     def identity(self) -> dict:
         flat = _flatten(self.to_dict())
@@ -221,5 +223,7 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("steps", "micro_batch", "grad_accum"):
         if getattr(cfg.train, key) < (0 if key == "steps" else 1):
             raise ConfigError(f"train.{key} must be positive")
+    if cfg.train.loss_chunk < 0:
+        raise ConfigError(f"train.loss_chunk must be >= 0 (0 = the model's own loss), got {cfg.train.loss_chunk}")
     if cfg.eval.mmlu_format not in {"cloze", "letter"}:
         raise ConfigError(f"eval.mmlu_format must be cloze or letter, got {cfg.eval.mmlu_format!r}")

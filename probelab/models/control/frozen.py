@@ -38,4 +38,19 @@ def store_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
             if p.dtype != dtype:
                 p.data = p.data.to(dtype)
                 converted += p.numel()
+    if converted:
+        _own_storage(model, dtype)
     return converted
+
+
+def _own_storage(model: nn.Module, converted_dtype: torch.dtype) -> None:
+    """Copy every tensor not converted into memory of its own.
+
+    A model loaded from safetensors may hold views of one memory-mapped file; while any tensor still
+    points into that mapping, the pages of the converted weights' fp32 originals stay resident.
+    Copying the rest (embeddings, norms, trainable blocks: a small part of the model) lets the whole
+    mapping go. Parameter objects are kept, so ties and optimizer references stay valid.
+    """
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.dtype != converted_dtype:
+            t.data = t.data.clone()

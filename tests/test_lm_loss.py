@@ -1,0 +1,68 @@
+"""Chunked next-token CE (probelab.train.lm_loss) against the plain logits path, and in the training script."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from probelab.train.lm_loss import chunked_lm_loss, lm_loss_from_model
+
+
+def _reference(h, w, labels):
+    logits = h @ w.T
+    return F.cross_entropy(logits[:, :-1].reshape(-1, w.shape[0]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 1000])
+def test_loss_and_gradients_equal_the_full_logits_path(chunk):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 9, 16, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(40, 16, dtype=torch.float64, generator=g, requires_grad=True)
+    labels = torch.randint(0, 40, (3, 9), generator=g)
+    labels[0, :4] = -100  # a masked prompt
+    labels[2, 6:] = -100  # padding
+    got, want = chunked_lm_loss(h, w, labels, chunk=chunk), _reference(h, w, labels)
+    assert abs(float(got - want)) < 1e-12
+    g_got = torch.autograd.grad(3.0 * got, (h, w))
+    g_want = torch.autograd.grad(3.0 * want, (h, w))
+    for a, b in zip(g_got, g_want):
+        assert (a - b).abs().max() < 1e-12
+
+
+def test_frozen_unembedding_gets_no_gradient_and_bf16_autocast_matches():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2, 33, 32, generator=g, requires_grad=True)
+    w = torch.randn(100, 32, generator=g)  # frozen
+    labels = torch.randint(0, 100, (2, 33), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = chunked_lm_loss(h, w, labels, chunk=16)
+        want = _reference(h, w, labels).float()
+    assert got.dtype == torch.float32
+    assert abs(float(got - want)) < 1e-4 * float(want)
+    (gh,) = torch.autograd.grad(got, h)
+    (gh_ref,) = torch.autograd.grad(want, h)
+    assert (gh - gh_ref).abs().max() < 2e-2 * gh_ref.abs().max()
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="matching labels"):
+        chunked_lm_loss(torch.randn(2, 5, 8), torch.randn(10, 8), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="chunk must be"):
+        chunked_lm_loss(torch.randn(2, 5, 8), torch.randn(10, 8), torch.zeros(2, 5, dtype=torch.long), chunk=0)
+
+
+def test_model_loss_equals_hf_loss_for_base_and_control_models():
+    from probelab.models.control import expand_model
+    from probelab.models.tiny import tiny_llama
+
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    for model in (tiny_llama(), expand_model(tiny_llama(), num_expanded=2)):
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        want = model(**batch, use_cache=False)
+        out, ce = lm_loss_from_model(model, batch, chunk=5)
+        assert abs(float(ce - want.loss)) < 1e-5
+        if hasattr(want, "divergence_loss"):
+            assert torch.equal(out.divergence_loss, want.divergence_loss)
