@@ -58,7 +58,7 @@ def _loss_with_latents(model, sae, ids, activation: str, site: int = 2):
 def test_official_scores_equal_per_latent_autograd(teacher, batch):
     model, sae = teacher
     ids, mask = batch
-    att = attribute(model, sae, ids, mask, "official")
+    att = attribute(model, sae, ids, mask, "official", attention=None)  # the reference uses the model's attention
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
         one = ids[b:b + 1, :n]
@@ -70,6 +70,24 @@ def test_official_scores_equal_per_latent_autograd(teacher, batch):
         assert (att.scores[b, n:] == 0).all()
     # official = post-activation: only the k active latents can score
     assert ((att.scores != 0).sum(-1) <= sae.cfg.k).all()
+
+
+def test_eager_attention_for_the_sequence_loss_matches_and_is_restored(teacher, batch):
+    # fp32 twins of the teacher (a float64 teacher keeps its own attention)
+    model = tiny_llama(num_layers=3, hidden=64, seed=1)
+    sae = tiny_sae(d_in=64, d_sae=48, k=6, hook_name=SITE_HOOK, seed=2)
+    model.set_attn_implementation("sdpa")
+    ids, mask = batch
+    ref = attribute(model, sae, ids, mask, "official", attention=None).scores
+    got = attribute(model, sae, ids, mask, "official", attention="eager").scores
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-6)
+    n = int(mask[1].sum())  # left padding under eager: same scores as the text alone
+    left = torch.cat([torch.full((1, ids.shape[1] - n), 258), ids[1:, :n]], dim=1)
+    left_mask = torch.cat([torch.zeros(1, ids.shape[1] - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], 1)
+    alone = attribute(model, sae, ids[1:, :n], None, "official", attention="eager").scores
+    torch.testing.assert_close(attribute(model, sae, left, left_mask, "official", attention="eager").scores[0, -n:],
+                               alone[0], rtol=1e-3, atol=1e-6)
 
 
 def test_paper_scores_equal_per_position_loop(teacher, batch):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..capture import position_ids_from_mask
 from ..errors import ProbelabError
-from .diagonal import diagonal_gradients
+from .diagonal import attention_implementation, diagonal_gradients
 from .encode import encode_parts, latent_grad
 from .load import check_sae_fits
 from .teacher import residual_leaf
@@ -119,11 +119,14 @@ def objective(losses: torch.Tensor, valid: torch.Tensor, loss: str) -> torch.Ten
 
 def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               spec: AttributionSpec | str = "official", site: int | None = None,
-              autocast: torch.dtype | None = None) -> Attribution:
+              autocast: torch.dtype | None = None, attention: str | None = "eager") -> Attribution:
     """Attribution scores of every SAE latent at every token of a batch (one forward + one backward).
 
     ``autocast=torch.bfloat16`` runs the teacher's forward and backward under autocast (faster on
     CPUs with bf16 matmuls; scores then match fp32 to ~1e-2 relative, labels up to near-ties).
+    ``attention`` is the teacher's attention implementation for the sequence loss (``"eager"``:
+    its backward was ~10% faster than SDPA's on CPU at 128 tokens, bench/attribution.py; ``None``
+    keeps the model's own); the next-token loss always uses the diagonal-gradient attention.
     """
     spec = resolve_spec(spec)
     site = check_sae_fits(sae, model) if site is None else site
@@ -131,7 +134,13 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         attention_mask = torch.ones_like(input_ids)
     device = next(model.parameters()).device
     ids, mask = input_ids.to(device), attention_mask.to(device)
-    attn = diagonal_gradients(model) if spec.loss == "next_token" else contextlib.nullcontext()
+    if spec.loss == "next_token":
+        attn = diagonal_gradients(model)
+    else:
+        # eager takes its softmax in fp32: a float64 teacher keeps its own attention (exact, and no
+        # fp64 mask minimum turning into -inf in fp32)
+        exact = next(model.parameters()).dtype == torch.float64
+        attn = contextlib.nullcontext() if exact or not attention else attention_implementation(model, attention, optional=True)
     amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
     with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp:
         out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
@@ -158,18 +167,19 @@ class ConceptLabeler:
     next token (padding and each text's last real token) get :data:`IGNORE_LABEL` (-100, the
     cross-entropy ignore index). ``labeler.scores(...)`` → ``FloatTensor[B, T, d_sae]``.
     The batch is processed in chunks of ``batch_size`` texts; the teacher stays frozen.
-    ``autocast=torch.bfloat16`` trades exactness for speed (see :func:`attribute`).
+    ``autocast=torch.bfloat16`` trades exactness for speed; ``attention`` picks the teacher's
+    attention for the sequence loss (see :func:`attribute`).
     """
 
     def __init__(self, model, sae, k_attr: int = 4, variant: str | AttributionSpec = "official", *,
                  activation: str | None = None, loss: str | None = None, sign: str | None = None,
-                 batch_size: int = 8, autocast: torch.dtype | None = None):
+                 batch_size: int = 8, autocast: torch.dtype | None = None, attention: str | None = "eager"):
         if k_attr < 1 or k_attr > int(sae.cfg.d_sae):
             raise ProbelabError(f"k_attr must be between 1 and the SAE width {sae.cfg.d_sae}, got {k_attr}")
         self.model, self.sae = model, sae
         self.site = check_sae_fits(sae, model)
         self.spec = resolve_spec(variant, activation=activation, loss=loss, sign=sign)
-        self.k_attr, self.batch_size, self.autocast = k_attr, batch_size, autocast
+        self.k_attr, self.batch_size, self.autocast, self.attention = k_attr, batch_size, autocast, attention
         self.max_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         device = next(model.parameters()).device
         self.sae.to(device)
@@ -193,7 +203,7 @@ class ConceptLabeler:
         """The full :class:`Attribution` (scores, activations, residual, ...) for a batch."""
         mask = self._check(input_ids, attention_mask)
         parts = [attribute(self.model, self.sae, input_ids[i:i + self.batch_size], mask[i:i + self.batch_size],
-                           self.spec, self.site, self.autocast) for i in range(0, input_ids.shape[0], self.batch_size)]
+                           self.spec, self.site, self.autocast, self.attention) for i in range(0, input_ids.shape[0], self.batch_size)]
         if len(parts) == 1:
             return parts[0]
         return Attribution(*(torch.cat([getattr(p, f) for p in parts]) for f in

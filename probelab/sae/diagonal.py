@@ -76,21 +76,39 @@ def _register() -> None:
     _registered = True
 
 
-@contextlib.contextmanager
-def diagonal_gradients(model) -> Iterator[None]:
-    """Run ``model`` with :func:`diagonal_grad_attention` in every layer; restore its attention after."""
-    _register()
+def _switch(model, name: str, hint: str = "") -> str:
+    """Set the attention implementation; return the previous one (one-line error if impossible)."""
     previous = model.config._attn_implementation
+    if previous == name:
+        return previous
     try:
-        model.set_attn_implementation(NAME)
+        model.set_attn_implementation(name)
     except Exception as e:
-        raise ProbelabError(
-            f"{type(model).__name__} cannot switch attention implementation ({str(e).splitlines()[0]}); "
-            "use loss='sequence' for this model"
-        ) from None
-    if model.config._attn_implementation != NAME:
-        raise ProbelabError(f"{type(model).__name__} does not support custom attention; use loss='sequence'")
+        raise ProbelabError(f"{type(model).__name__} cannot switch attention implementation to {name} "
+                            f"({str(e).splitlines()[0]}){hint}") from None
+    if model.config._attn_implementation != name:
+        raise ProbelabError(f"{type(model).__name__} does not support the {name} attention{hint}")
+    return previous
+
+
+@contextlib.contextmanager
+def attention_implementation(model, name: str, hint: str = "", optional: bool = False) -> Iterator[None]:
+    """Run ``model`` with the attention implementation ``name``; restore the previous one after.
+    ``optional``: a model that cannot switch keeps its own attention instead of raising."""
+    try:
+        previous = _switch(model, name, hint)
+    except ProbelabError:
+        if not optional:
+            raise
+        previous = model.config._attn_implementation
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
+        if model.config._attn_implementation != previous:
+            model.set_attn_implementation(previous)
+
+
+def diagonal_gradients(model):
+    """Run ``model`` with :func:`diagonal_grad_attention` in every layer; restore its attention after."""
+    _register()
+    return attention_implementation(model, NAME, "; use loss='sequence' for this model")
