@@ -1,4 +1,4 @@
-"""Collect the runs of training/run_table.sh into training/results/cpu-small.{csv,md} and curve plots.
+"""Collect the runs of training/run_table.sh into training/results/<name>.{csv,md} and curve plots.
 
     python training/make_table.py --root runs/cpu-small --out training/results
 """
@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="runs/cpu-small")
     ap.add_argument("--out", default="training/results")
+    ap.add_argument("--name", default="cpu-small", help="output file prefix (and the config named in the text)")
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
     base_rows = read_jsonl(root / "base" / "evals.jsonl")
@@ -62,12 +63,12 @@ def main() -> None:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out / "cpu-small.csv", buf.getvalue())
-    plot_curves({k: v for k, v in curves.items() if k != "base"}, [k for k, _ in METRICS], out / "cpu-small-evals.html",
+    atomic_write_text(out / f"{args.name}.csv", buf.getvalue())
+    plot_curves({k: v for k, v in curves.items() if k != "base"}, [k for k, _ in METRICS], out / f"{args.name}-evals.html",
                 "SmolLM2-135M continual SFT on add3: new skill and retention vs step")
-    plot_curves(losses, ["ce_loss", "divergence_loss"], out / "cpu-small-loss.html", "training loss per step")
-    atomic_write_text(out / "cpu-small.md", render(rows, base, root))
-    print((out / "cpu-small.md").read_text())
+    plot_curves(losses, ["ce_loss", "divergence_loss"], out / f"{args.name}-loss.html", "training loss per step")
+    atomic_write_text(out / f"{args.name}.md", render(rows, base, root, args.name))
+    print((out / f"{args.name}.md").read_text())
 
 
 def fmt(v, pct=False):
@@ -76,13 +77,14 @@ def fmt(v, pct=False):
     return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
 
 
-def render(rows: list[dict], base: dict, root: Path) -> str:
+def render(rows: list[dict], base: dict, root: Path, name: str = "cpu-small") -> str:
     cfg = json.loads((root / "full" / "config.json").read_text()) if (root / "full" / "config.json").is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Continual SFT on CPU: learning a new skill vs forgetting (SmolLM2-135M-Instruct)",
         "",
-        f"Made by `bash training/run_table.sh` (config `training/configs/cpu-small.yaml`, code at {commit}, "
+        f"Made by `{'' if name == 'cpu-small' else f'CFG=training/configs/{name}.yaml ROOT=runs/{name} NAME={name} '}"
+        f"bash training/run_table.sh` (config `training/configs/{name}.yaml`, code at {commit}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}, {platform.machine()} CPU, 2 threads).",
         "",
         f"New skill: 3-digit addition (`add3`), {cfg.get('train', {}).get('steps', '?')} optimizer steps x "
@@ -107,7 +109,7 @@ def render(rows: list[dict], base: dict, root: Path) -> str:
             f"{fmt(r['wiki_mc_acc_before'], True)} → {fmt(r['wiki_mc_acc_after'], True)} | "
             f"{fmt(r['mmlu_acc_before'], True)} → {fmt(r['mmlu_acc_after'], True)} |")
     lines += ["", "Curves (evaluations at every `eval.every` steps, training loss per step): "
-              "`cpu-small-evals.html`, `cpu-small-loss.html`. Raw numbers: `cpu-small.csv`.", ""]
+              f"`{name}-evals.html`, `{name}-loss.html`. Raw numbers: `{name}.csv`.", ""]
     return "\n".join(lines)
 
 

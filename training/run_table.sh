@@ -4,11 +4,13 @@
 # the shared heavy-job lock. Final checkpoints: runs/cpu-small/<method>/final.
 #   bash training/run_table.sh            # all methods
 #   bash training/run_table.sh full lerp-mse   # a subset (names below)
+#   CFG=training/configs/cpu-long.yaml ROOT=runs/cpu-long NAME=cpu-long bash training/run_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CFG=training/configs/cpu-small.yaml
+CFG=${CFG:-training/configs/cpu-small.yaml}
 ROOT=${ROOT:-runs/cpu-small}
+NAME=${NAME:-cpu-small}  # training/results/<NAME>.{md,csv}
 LOCK=${LOCK:-/tmp/probelab-heavy.lock}
 # Take the shared heavy-job lock once for the whole table (the runs are sequential anyway).
 if [ -z "${PROBELAB_LOCK_HELD:-}" ]; then
@@ -37,4 +39,4 @@ for name in "${ORDER[@]}"; do
     > "$ROOT/$name/log.txt" 2>&1 || { echo "$name failed: see $ROOT/$name/log.txt"; continue; }
   grep -E '^\[(eval|train)\]' "$ROOT/$name/log.txt" | tail -3
 done
-"$PY" training/make_table.py --root "$ROOT" --out training/results
+"$PY" training/make_table.py --root "$ROOT" --out training/results --name "$NAME"
