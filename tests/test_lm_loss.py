@@ -66,3 +66,18 @@ def test_model_loss_equals_hf_loss_for_base_and_control_models():
         assert abs(float(ce - want.loss)) < 1e-5
         if hasattr(want, "divergence_loss"):
             assert torch.equal(out.divergence_loss, want.divergence_loss)
+
+
+def test_a_model_that_transforms_its_logits_is_refused():
+    from probelab.errors import ProbelabError
+    from probelab.models.tiny import tiny_llama
+
+    model = tiny_llama()
+    model.config.tie_word_embeddings = False
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(model.get_input_embeddings().weight)
+        model.lm_head.bias.fill_(3.0)
+    ids = torch.randint(0, 256, (2, 6))
+    with pytest.raises(ProbelabError, match="does not compute its logits as hidden @ unembedding"):
+        lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=4)

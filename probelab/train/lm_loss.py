@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ProbelabError
+
 IGNORE_INDEX = -100
 
 
@@ -101,8 +103,21 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
 
 def lm_loss_from_model(model, batch: dict, chunk: int):
     """Run a causal LM on ``batch`` (input_ids, attention_mask, labels) and return ``(output, ce)`` with
-    the CE computed by :func:`chunked_lm_loss` (the model computes logits for the last position only)."""
+    the CE computed by :func:`chunked_lm_loss` (the model computes logits for the last position only).
+
+    The one logits row the model does compute is checked against ``hidden @ weight.T``: a model that
+    transforms its logits (a bias, a scale, soft-capping) would get a wrong loss here, so it is
+    refused with a one-line error instead.
+    """
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     out = model(**inputs, logits_to_keep=1, output_hidden_states=True, use_cache=False)
     head = model.module if hasattr(model, "module") else model  # DDP wrapper
-    return out, chunked_lm_loss(out.hidden_states[-1], head.get_output_embeddings().weight, batch["labels"], chunk)
+    weight = head.get_output_embeddings().weight
+    hidden = out.hidden_states[-1]
+    with torch.no_grad():
+        mine = (hidden[:, -1].to(_compute_dtype(hidden)) @ weight.to(_compute_dtype(hidden)).T).float()
+        theirs = out.logits[:, -1].float()
+        if (mine - theirs).abs().max() > 1e-2 * theirs.abs().max() + 1e-3:
+            raise ProbelabError(f"{type(head).__name__} does not compute its logits as hidden @ unembedding "
+                                "(bias, scale or soft-cap): use the model's own loss (train.loss_chunk=0)")
+    return out, chunked_lm_loss(hidden, weight, batch["labels"], chunk)
