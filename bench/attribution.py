@@ -121,7 +121,7 @@ def main() -> None:
         latent_grad(sae, post, leaf.h.grad)
     per_token = flops.get_total_flops() / batch.numel()
     peak = gemm_peak(torch.bfloat16)
-    print(f"FLOPs per labelled token (official): {per_token / 1e6:.0f} MFLOP; bf16 matmul peak {peak:.0f} GFLOP/s "
+    print(f"FLOPs per token (official): {per_token / 1e6:.0f} MFLOP; bf16 matmul peak {peak:.0f} GFLOP/s "
           f"-> ceiling {peak * 1e9 / per_token:.0f} tokens/s at 100% matmul efficiency; best batched path reached "
           f"{100 * max(rates[n] for n in rates if n != 'naive') * per_token / (peak * 1e9):.0f}% of it")
 

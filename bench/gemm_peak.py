@@ -34,3 +34,24 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     for dt in (torch.bfloat16, torch.float32):
         print(f"{str(dt):16s} {gemm_peak(dt):7.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+
+
+def cpu_attention_flops() -> dict:
+    """``FlopCounterMode(custom_mapping=...)`` entries for the CPU SDPA kernels, which torch's counter
+    does not know (without them SDPA attention counts as 0 FLOPs on CPU). Key/value heads are
+    expanded to the query heads (grouped-query attention computes that much)."""
+    import torch.utils.flop_counter as fc
+
+    aten = torch.ops.aten
+
+    def heads(q, kv):
+        return (*kv[:1], q[1], *kv[2:])
+
+    def fwd(query, key, value, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(query, heads(query, key), heads(query, value))
+
+    def bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out, query, heads(query, key), heads(query, value))
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd}

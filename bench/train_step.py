@@ -23,7 +23,7 @@ Every method computes its CE with ``--loss`` (default ``chunked``: :mod:`probela
 the training script's ``train.loss_chunk``; ``hf``: the model's own loss over full logits) and the
 attention ``--attn`` (sdpa or eager). After the timed steps one more step runs under
 ``torch.utils.flop_counter.FlopCounterMode``: GFLOP/step (matmuls and attention, forward and
-backward) and the GFLOP/s each method reached; FLOPs full / control is the speed-up that equal
+backward; the CPU SDPA kernels are added through ``gemm_peak.cpu_attention_flops``) and the GFLOP/s each method reached; FLOPs full / control is the speed-up that equal
 matmul efficiency would give.
 
     flock /tmp/probelab-heavy.lock .venv/bin/python bench/train_step.py
@@ -129,7 +129,9 @@ def worker(args) -> dict:
     peak = _status_mb("VmHWM")
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as flops:  # matmul/attention FLOPs of one step, forward + backward
+    from gemm_peak import cpu_attention_flops
+
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as flops:  # matmul/attention FLOPs of one step, forward + backward
         step()
     return {"gflop": flops.get_total_flops() / 1e9, "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
             "s_per_step": elapsed / args.steps, "peak_mb": peak, "model_rss_mb": rss_model,

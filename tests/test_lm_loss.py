@@ -79,5 +79,26 @@ def test_a_model_that_transforms_its_logits_is_refused():
         model.lm_head.weight.copy_(model.get_input_embeddings().weight)
         model.lm_head.bias.fill_(3.0)
     ids = torch.randint(0, 256, (2, 6))
+    with pytest.raises(ProbelabError, match="transforms its logits .an unembedding bias"):
+        lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=4)
+    model.config.final_logit_softcapping = 30.0
+    model.lm_head.bias = None
+    with pytest.raises(ProbelabError, match="final_logit_softcapping"):
+        lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=4)
+    model.config.final_logit_softcapping = None
+    # a transform the config does not name is caught on the one logits row the model computes
+    handle = model.lm_head.register_forward_hook(lambda _m, _a, out: out * 0.5)
     with pytest.raises(ProbelabError, match="does not compute its logits as hidden @ unembedding"):
         lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=4)
+    handle.remove()
+    lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=4)  # plain again: accepted
+
+
+def test_no_gradient_work_without_grad_mode():
+    h = torch.randn(2, 6, 8, requires_grad=True)
+    w = torch.randn(20, 8, requires_grad=True)
+    labels = torch.randint(0, 20, (2, 6))
+    with torch.no_grad():
+        loss = chunked_lm_loss(h, w, labels, chunk=4)
+    assert not loss.requires_grad and loss.grad_fn is None
+    assert abs(float(loss - _reference(h, w, labels))) < 1e-5

@@ -87,6 +87,7 @@ def _switch(model, name: str, hint: str = "") -> str:
         raise ProbelabError(f"{type(model).__name__} cannot switch attention implementation to {name} "
                             f"({str(e).splitlines()[0]}){hint}") from None
     if model.config._attn_implementation != name:
+        model.set_attn_implementation(previous)
         raise ProbelabError(f"{type(model).__name__} does not support the {name} attention{hint}")
     return previous
 
@@ -95,12 +96,13 @@ def _switch(model, name: str, hint: str = "") -> str:
 def attention_implementation(model, name: str, hint: str = "", optional: bool = False) -> Iterator[None]:
     """Run ``model`` with the attention implementation ``name``; restore the previous one after.
     ``optional``: a model that cannot switch keeps its own attention instead of raising."""
+    previous = model.config._attn_implementation
     try:
-        previous = _switch(model, name, hint)
+        _switch(model, name, hint)
     except ProbelabError:
         if not optional:
             raise
-        previous = model.config._attn_implementation
+    # not thread-safe: the switch changes the shared model (the app holds its model lock around it)
     try:
         yield
     finally:

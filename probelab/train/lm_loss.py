@@ -6,7 +6,9 @@ differentiated) alongside every activation of the step. :func:`chunked_lm_loss` 
 mean next-token loss from the final hidden states and the unembedding matrix, ``chunk`` tokens at a
 time, and works out the gradient of each chunk during the forward pass (the softmax minus the
 one-hot target is all the backward needs), so only ``[chunk, V]`` logits ever exist. The FLOPs are
-those of the usual path; the memory for logits drops from ``T x V`` to ``chunk x V``.
+those of the usual path; the memory for logits drops from ``T x V`` to ``chunk x V``. When the
+unembedding itself is trained (full fine-tune, tied embeddings) its fp32 ``[V, d]`` gradient is
+computed in the forward and held until the backward, so the saving is smaller there.
 
 Under ``torch.autocast`` the matmuls run in the autocast dtype and the softmax in fp32, as the
 usual path does. Gradients reach the hidden states and, when it requires grad, the unembedding.
@@ -22,6 +24,7 @@ True
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..errors import ProbelabError
 
@@ -70,6 +73,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         saved = list(ctx.saved_tensors)
         need_h, need_w = ctx.has
@@ -94,6 +98,10 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
                          f"and {tuple(labels.shape)}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if weight.device != hidden.device:
+        raise ValueError(f"the unembedding is on {weight.device} but the hidden states on {hidden.device}")
+    if not torch.is_grad_enabled():  # no gradient work in the forward (evaluation)
+        hidden, weight = hidden.detach(), weight.detach()
     targets = labels[:, 1:].reshape(-1)
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     count = (targets != IGNORE_INDEX).sum().clamp(min=1)
@@ -105,14 +113,25 @@ def lm_loss_from_model(model, batch: dict, chunk: int):
     """Run a causal LM on ``batch`` (input_ids, attention_mask, labels) and return ``(output, ce)`` with
     the CE computed by :func:`chunked_lm_loss` (the model computes logits for the last position only).
 
-    The one logits row the model does compute is checked against ``hidden @ weight.T``: a model that
-    transforms its logits (a bias, a scale, soft-capping) would get a wrong loss here, so it is
-    refused with a one-line error instead.
+    A model that transforms its logits (an unembedding bias, a logit scale, soft-capping) would get
+    a wrong loss here, so it is refused with a one-line error: the config and the output layer are
+    checked, and the one logits row the model does compute is compared with ``hidden @ weight.T``.
     """
+    head = model
+    while hasattr(head, "module") or hasattr(head, "_orig_mod"):  # DDP / DeepSpeed / torch.compile wrappers
+        head = getattr(head, "module", None) or head._orig_mod
+    out_layer = head.get_output_embeddings()
+    configs = [head.config, getattr(head.config, "base_config", None)]  # a Control LLM keeps the base's
+    transforms = [k for c in configs if c is not None for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+                  if getattr(c, k, None) not in (None, 1, 1.0)]
+    if getattr(out_layer, "bias", None) is not None:
+        transforms.append("an unembedding bias")
+    if transforms:
+        raise ProbelabError(f"{type(head).__name__} transforms its logits ({', '.join(transforms)}): "
+                            "use the model's own loss (train.loss_chunk=0)")
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     out = model(**inputs, logits_to_keep=1, output_hidden_states=True, use_cache=False)
-    head = model.module if hasattr(model, "module") else model  # DDP wrapper
-    weight = head.get_output_embeddings().weight
+    weight = out_layer.weight
     hidden = out.hidden_states[-1]
     with torch.no_grad():
         mine = (hidden[:, -1].to(_compute_dtype(hidden)) @ weight.to(_compute_dtype(hidden)).T).float()
