@@ -126,8 +126,8 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     ``autocast=torch.bfloat16`` runs the teacher's forward and backward under autocast (faster on
     CPUs with bf16 matmuls; scores then match fp32 to ~1e-2 relative, labels up to near-ties).
     ``attention`` is the teacher's attention implementation for the sequence loss: ``"auto"``
-    (default) uses eager attention on CPU for texts of at most :data:`EAGER_MAX_TOKENS` tokens (the
-    whole pass was 14% faster than with SDPA at 128 tokens, bench/attribution.py) and the model's
+    (default) uses eager attention on CPU for texts of at most :data:`EAGER_MAX_TOKENS` tokens (a
+    small gain over SDPA at 128 tokens, 5-14% in most runs of bench/attribution.py) and the model's
     own attention otherwise (eager keeps a [batch, heads, T, T] softmax per layer, too much for long
     texts or a GPU's fused kernels); a name forces that implementation; ``None`` keeps the model's
     own. The next-token loss always uses the diagonal-gradient attention.
