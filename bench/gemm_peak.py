@@ -30,11 +30,6 @@ def gemm_peak(dtype: torch.dtype = torch.bfloat16, repeats: int = 10) -> float:
     return best
 
 
-if __name__ == "__main__":
-    torch.set_num_threads(2)
-    for dt in (torch.bfloat16, torch.float32):
-        print(f"{str(dt):16s} {gemm_peak(dt):7.1f} GFLOP/s ({torch.get_num_threads()} threads)")
-
 
 def cpu_attention_flops() -> dict:
     """``FlopCounterMode(custom_mapping=...)`` entries for the CPU SDPA kernels, which torch's counter
@@ -55,3 +50,9 @@ def cpu_attention_flops() -> dict:
 
     return {aten._scaled_dot_product_flash_attention_for_cpu: fwd,
             aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd}
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    for dt in (torch.bfloat16, torch.float32):
+        print(f"{str(dt):16s} {gemm_peak(dt):7.1f} GFLOP/s ({torch.get_num_threads()} threads)")

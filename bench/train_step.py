@@ -23,8 +23,9 @@ Every method computes its CE with ``--loss`` (default ``chunked``: :mod:`probela
 the training script's ``train.loss_chunk``; ``hf``: the model's own loss over full logits) and the
 attention ``--attn`` (sdpa or eager). After the timed steps one more step runs under
 ``torch.utils.flop_counter.FlopCounterMode``: GFLOP/step (matmuls and attention, forward and
-backward; the CPU SDPA kernels are added through ``gemm_peak.cpu_attention_flops``) and the GFLOP/s each method reached; FLOPs full / control is the speed-up that equal
-matmul efficiency would give.
+backward; the CPU SDPA kernels are added through ``gemm_peak.cpu_attention_flops``) and the
+GFLOP/s each method reached; FLOPs full / control is the speed-up that equal matmul efficiency
+would give.
 
     flock /tmp/probelab-heavy.lock .venv/bin/python bench/train_step.py
 """
@@ -91,7 +92,7 @@ def build(method: str, model_name: str, num_expanded: int, attn: str = "sdpa"):
 def worker(args) -> dict:
     import torch
 
-    from probelab.train.lm_loss import lm_loss_from_model
+    from probelab.train.lm_loss import causal_lm_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,11 +108,8 @@ def worker(args) -> dict:
 
     def step():
         with autocast:
-            if args.loss == "chunked":  # CE from the final hidden states, no [tokens, vocab] logits kept
-                out, ce = lm_loss_from_model(model, {"input_ids": ids, "labels": ids}, chunk=128)
-            else:
-                out = model(input_ids=ids, labels=ids, use_cache=False)
-                ce = out.loss
+            # chunked: CE from the final hidden states, no [tokens, vocab] logits kept
+            out, ce = causal_lm_loss(model, {"input_ids": ids, "labels": ids}, 128 if args.loss == "chunked" else 0)
         loss = ce + getattr(out, "divergence_loss", 0.0)
         loss.backward()
         opt.step()
@@ -131,7 +129,8 @@ def worker(args) -> dict:
 
     from gemm_peak import cpu_attention_flops
 
-    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as flops:  # matmul/attention FLOPs of one step, forward + backward
+    # matmul and attention FLOPs of one step, forward + backward
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as flops:
         step()
     return {"gflop": flops.get_total_flops() / 1e9, "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
             "s_per_step": elapsed / args.steps, "peak_mb": peak, "model_rss_mb": rss_model,

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- 8. the training loop
     from tqdm.auto import tqdm
 
-    from probelab.train.lm_loss import lm_loss_from_model
+    from probelab.train.lm_loss import causal_lm_loss
 
     model.train()
     bar = tqdm(range(start_step, cfg.train.steps), initial=start_step, total=cfg.train.steps,
@@ -194,11 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
             # no gradient all-reduce until the last micro-batch of the step
             sync = acc.no_sync(model) if a < len(micro) - 1 else nullcontext()
             with sync, acc.autocast():
-                if cfg.train.loss_chunk:  # same CE without a [tokens, vocab] logits tensor
-                    out_, ce = lm_loss_from_model(model, batch, cfg.train.loss_chunk)
-                else:
-                    out_ = model(**batch)
-                    ce = out_.loss
+                # loss_chunk > 0: the same CE without a [tokens, vocab] logits tensor
+                out_, ce = causal_lm_loss(model, batch, cfg.train.loss_chunk)
                 div = getattr(out_, "divergence_loss", None)
                 div = torch.zeros((), device=ce.device) if div is None else div
                 loss = (ce + div) / len(micro)

@@ -76,11 +76,11 @@ def _register() -> None:
     _registered = True
 
 
-def _switch(model, name: str, hint: str = "") -> str:
-    """Set the attention implementation; return the previous one (one-line error if impossible)."""
+def _switch(model, name: str, hint: str = "") -> None:
+    """Set the attention implementation (one-line error, and the old one kept, if impossible)."""
     previous = model.config._attn_implementation
     if previous == name:
-        return previous
+        return
     try:
         model.set_attn_implementation(name)
     except Exception as e:
@@ -89,7 +89,6 @@ def _switch(model, name: str, hint: str = "") -> str:
     if model.config._attn_implementation != name:
         model.set_attn_implementation(previous)
         raise ProbelabError(f"{type(model).__name__} does not support the {name} attention{hint}")
-    return previous
 
 
 @contextlib.contextmanager

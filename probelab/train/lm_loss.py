@@ -23,12 +23,15 @@ True
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..errors import ProbelabError
 
 IGNORE_INDEX = -100
+_CHECKED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()  # models whose logits passed the check
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -115,7 +118,8 @@ def lm_loss_from_model(model, batch: dict, chunk: int):
 
     A model that transforms its logits (an unembedding bias, a logit scale, soft-capping) would get
     a wrong loss here, so it is refused with a one-line error: the config and the output layer are
-    checked, and the one logits row the model does compute is compared with ``hidden @ weight.T``.
+    checked, and the one logits row the model does compute is compared with ``hidden @ weight.T``
+    (on the model's first call only).
     """
     head = model
     while hasattr(head, "module") or hasattr(head, "_orig_mod"):  # DDP / DeepSpeed / torch.compile wrappers
@@ -133,10 +137,21 @@ def lm_loss_from_model(model, batch: dict, chunk: int):
     out = model(**inputs, logits_to_keep=1, output_hidden_states=True, use_cache=False)
     weight = out_layer.weight
     hidden = out.hidden_states[-1]
-    with torch.no_grad():
-        mine = (hidden[:, -1].to(_compute_dtype(hidden)) @ weight.to(_compute_dtype(hidden)).T).float()
-        theirs = out.logits[:, -1].float()
-        if (mine - theirs).abs().max() > 1e-2 * theirs.abs().max() + 1e-3:
-            raise ProbelabError(f"{type(head).__name__} does not compute its logits as hidden @ unembedding "
-                                "(bias, scale or soft-cap): use the model's own loss (train.loss_chunk=0)")
+    if head not in _CHECKED:
+        with torch.no_grad():
+            mine = (hidden[:, -1].to(_compute_dtype(hidden)) @ weight.to(_compute_dtype(hidden)).T).float()
+            theirs = out.logits[:, -1].float()
+            if (mine - theirs).abs().max() > 1e-2 * theirs.abs().max() + 1e-3:
+                raise ProbelabError(f"{type(head).__name__} does not compute its logits as hidden @ unembedding "
+                                    "(bias, scale or soft-cap): use the model's own loss (train.loss_chunk=0)")
+        _CHECKED.add(head)
     return out, chunked_lm_loss(hidden, weight, batch["labels"], chunk)
+
+
+def causal_lm_loss(model, batch: dict, chunk: int = 0):
+    """``(output, ce)`` of a causal LM on ``batch``: the model's own loss (``chunk=0``) or
+    :func:`lm_loss_from_model` with ``chunk`` tokens per piece."""
+    if chunk:
+        return lm_loss_from_model(model, batch, chunk)
+    out = model(**batch, use_cache=False)
+    return out, out.loss
