@@ -1,7 +1,8 @@
 """One training step on the embedded SmolLM2-135M: Control LLM vs full vs partial fine-tune (CPU).
 
 Every method runs in a fresh subprocess (so memory numbers do not leak between methods) with
-the same batch, AdamW, and bf16 autocast:
+the same batch, AdamW, bf16 autocast and attention (``--attn auto``: the training script's choice,
+eager on CPU at these sizes; its backward is ~2.7x faster than SDPA's here, probelab/models/attention.py):
 
 - ``control``   — concat expansion, 6 Lerp layers (base blocks 4, 9, ..., 29), MSE divergence, alpha 1;
 - ``partial``   — the same 6 base blocks trainable, everything else frozen;
@@ -21,7 +22,7 @@ issue's targets: control >= 3x full tok/s, >= 0.8x partial tok/s, peak memory <=
 
 Every method computes its CE with ``--loss`` (default ``chunked``: :mod:`probelab.train.lm_loss`,
 the training script's ``train.loss_chunk``; ``hf``: the model's own loss over full logits) and the
-attention ``--attn`` (sdpa or eager). After the timed steps one more step runs under
+attention ``--attn`` (auto, sdpa or eager). After the timed steps one more step runs under
 ``torch.utils.flop_counter.FlopCounterMode``: GFLOP/step (matmuls and attention, forward and
 backward; the CPU SDPA kernels are added through ``gemm_peak.cpu_attention_flops``) and the
 GFLOP/s each method reached; FLOPs full / control is the speed-up that equal matmul efficiency
@@ -63,15 +64,19 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def build(method: str, model_name: str, num_expanded: int, attn: str = "sdpa"):
+def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", batch: int = 4, seq: int = 128):
     import torch
 
     from probelab.capture import decoder_layers
     from probelab.models import load_model
+    from probelab.models.attention import attention_shape, auto_attention, switch_attention
     from probelab.models.control import expand_model, expanded_layer_indices
 
     model, _ = load_model(model_name)
-    model.set_attn_implementation(attn)
+    if attn == "auto":  # what training/train_csft.py's train.attention=auto picks (the same for every method)
+        heads, n_attn = attention_shape(model)
+        attn = auto_attention("cpu", batch, seq, heads, n_attn + num_expanded) or "sdpa"
+    switch_attention(model, attn)
     layers = decoder_layers(model)
     chosen = expanded_layer_indices(len(layers), num_expanded)
     if method.startswith("control"):
@@ -96,7 +101,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, _ = build(args.worker, args.model, args.num_expanded, args.attn)
+    model, _ = build(args.worker, args.model, args.num_expanded, args.attn, args.batch, args.seq)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -147,7 +152,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-expanded", type=int, default=6, help="expanded (and partially trained) layers")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best per method is kept")
-    ap.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="attention implementation (all methods)")
+    ap.add_argument("--attn", default="auto", choices=("auto", "sdpa", "eager"),
+                    help="attention implementation (all methods); auto: the training script's CPU choice")
     ap.add_argument("--loss", default="chunked", choices=("hf", "chunked"),
                     help="hf: the model's loss from full logits; chunked: probelab.train.lm_loss (all methods)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 full fine-tune")

@@ -88,11 +88,22 @@ def main(argv: list[str] | None = None) -> dict:
     from probelab.train.methods import apply_method, count_params
 
     base, tok = load_model(cfg.model.name, allow_network=cfg.model.allow_network)
+    # Attention kernel: on CPU, eager attention's backward beats SDPA's while its [batch, heads, T, T]
+    # softmaxes stay small (probelab/models/attention.py); set before expansion so the copies share it.
+    from probelab.models.attention import attention_shape, auto_attention, switch_attention
+
+    attention = cfg.train.attention
+    if attention == "auto":
+        heads, n_attn = attention_shape(base)
+        attention = auto_attention(acc.device, cfg.train.micro_batch, cfg.data.max_len, heads, n_attn + cfg.method.num_expanded)
+    if attention and attention != "model":
+        switch_attention(base, attention)
     model = apply_method(base, cfg.method)
     n_train_params, n_params = count_params(model)
     if is_main:
         print(f"[train] {cfg.method.name}: {n_train_params:,} of {n_params:,} parameters trainable "
-              f"({100 * n_train_params / n_params:.1f}%), {world} process(es) on {acc.device}", flush=True)
+              f"({100 * n_train_params / n_params:.1f}%), {world} process(es) on {acc.device}, "
+              f"{base.config._attn_implementation} attention", flush=True)
 
     # ---------------------------------------------------------------- 5. data
     # Skill tasks: train and eval sets come from one call that guarantees they never overlap.

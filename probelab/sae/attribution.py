@@ -36,13 +36,13 @@ import torch.nn.functional as F
 
 from ..capture import position_ids_from_mask
 from ..errors import ProbelabError
-from .diagonal import attention_implementation, diagonal_gradients
+from ..models.attention import attention_implementation, attention_shape, auto_attention
+from .diagonal import diagonal_gradients
 from .encode import encode_parts, latent_grad
 from .load import check_sae_fits
 from .teacher import residual_leaf
 
-IGNORE_LABEL = -100
-EAGER_MAX_TOKENS = 512  # attention="auto": eager attention on CPU up to this many tokens  # label of positions with no next token (padding, the last real token)
+IGNORE_LABEL = -100  # label of positions with no next token (padding, the last real token)
 ACTIVATIONS = ("post", "pre")
 LOSSES = ("sequence", "next_token")
 SIGNS = ("signed", "absolute")
@@ -126,11 +126,10 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     ``autocast=torch.bfloat16`` runs the teacher's forward and backward under autocast (faster on
     CPUs with bf16 matmuls; scores then match fp32 to ~1e-2 relative, labels up to near-ties).
     ``attention`` is the teacher's attention implementation for the sequence loss: ``"auto"``
-    (default) uses eager attention on CPU for texts of at most :data:`EAGER_MAX_TOKENS` tokens (a
-    small gain over SDPA at 128 tokens, 5-14% in most runs of bench/attribution.py) and the model's
-    own attention otherwise (eager keeps a [batch, heads, T, T] softmax per layer, too much for long
-    texts or a GPU's fused kernels); a name forces that implementation; ``None`` keeps the model's
-    own. The next-token loss always uses the diagonal-gradient attention.
+    (default) uses eager attention on CPU while its ``[batch, heads, T, T]`` softmaxes stay small
+    (:func:`probelab.models.attention.auto_attention`; a small gain over SDPA at 128 tokens, 5-14%
+    in most runs of bench/attribution.py) and the model's own attention otherwise (long texts, GPUs
+    with fused kernels); a name forces that implementation; ``None`` keeps the model's own. The next-token loss always uses the diagonal-gradient attention.
     """
     spec = resolve_spec(spec)
     site = check_sae_fits(sae, model) if site is None else site
@@ -145,7 +144,7 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         # fp64 mask minimum turning into -inf in fp32)
         exact = next(model.parameters()).dtype == torch.float64
         if attention == "auto":
-            attention = "eager" if device.type == "cpu" and ids.shape[1] <= EAGER_MAX_TOKENS else None
+            attention = auto_attention(device, ids.shape[0], ids.shape[1], *attention_shape(model))
         attn = contextlib.nullcontext() if exact or not attention else attention_implementation(model, attention, optional=True)
     amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
     with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp:

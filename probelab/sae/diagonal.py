@@ -18,12 +18,10 @@ registries and ``model.set_attn_implementation``, so nothing in transformers is 
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 
 from ..errors import ProbelabError
+from ..models.attention import attention_implementation
 
 NAME = "probelab_diagonal_grad"
 _registered = False
@@ -74,39 +72,6 @@ def _register() -> None:
     AttentionInterface.register(NAME, diagonal_grad_attention)
     AttentionMaskInterface.register(NAME, eager_mask)
     _registered = True
-
-
-def _switch(model, name: str, hint: str = "") -> None:
-    """Set the attention implementation (one-line error, and the old one kept, if impossible)."""
-    previous = model.config._attn_implementation
-    if previous == name:
-        return
-    try:
-        model.set_attn_implementation(name)
-    except Exception as e:
-        raise ProbelabError(f"{type(model).__name__} cannot switch attention implementation to {name} "
-                            f"({str(e).splitlines()[0]}){hint}") from None
-    if model.config._attn_implementation != name:
-        model.set_attn_implementation(previous)
-        raise ProbelabError(f"{type(model).__name__} does not support the {name} attention{hint}")
-
-
-@contextlib.contextmanager
-def attention_implementation(model, name: str, hint: str = "", optional: bool = False) -> Iterator[None]:
-    """Run ``model`` with the attention implementation ``name``; restore the previous one after.
-    ``optional``: a model that cannot switch keeps its own attention instead of raising."""
-    previous = model.config._attn_implementation
-    try:
-        _switch(model, name, hint)
-    except ProbelabError:
-        if not optional:
-            raise
-    # not thread-safe: the switch changes the shared model (the app holds its model lock around it)
-    try:
-        yield
-    finally:
-        if model.config._attn_implementation != previous:
-            model.set_attn_implementation(previous)
 
 
 def diagonal_gradients(model):

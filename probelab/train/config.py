@@ -70,6 +70,7 @@ class TrainCfg:
     keep_checkpoints: int = 2  # older checkpoints are deleted
     log_every: int = 1  # steps between metric rows
     loss_chunk: int = 0  # >0: CE from the final hidden states, this many tokens at a time (no full logits; not with FSDP)
+    attention: str = "auto"  # auto: eager on CPU while its softmaxes are small (faster backward), else the model's; or a name (sdpa, eager, ...) or "model"
 
 
 @dataclass
@@ -104,7 +105,7 @@ class TrainConfig:
     # else defines the run and must match the checkpoint.
     RESUMABLE_CHANGES = ("run.out_dir", "run.resume", "run.kill_at_step", "train.steps",
                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                         "train.loss_chunk", "eval.")  # loss_chunk: same loss, computed in pieces
+                         "train.loss_chunk", "train.attention", "eval.")  # same loss, computed differently
 
     def identity(self) -> dict:
         flat = _flatten(self.to_dict())
@@ -225,5 +226,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"train.{key} must be positive")
     if cfg.train.loss_chunk < 0:
         raise ConfigError(f"train.loss_chunk must be >= 0 (0 = the model's own loss), got {cfg.train.loss_chunk}")
+    if not cfg.train.attention.strip():
+        raise ConfigError("train.attention must be auto, model or an attention implementation name (sdpa, eager, ...)")
     if cfg.eval.mmlu_format not in {"cloze", "letter"}:
         raise ConfigError(f"eval.mmlu_format must be cloze or letter, got {cfg.eval.mmlu_format!r}")

@@ -99,6 +99,13 @@ def attention_layer_types(cfg: ExpansionConfig, base_types) -> list:
     return [base_types[i] for i in main + copies]
 
 
+def copy_block(block: nn.Module) -> nn.Module:
+    """A deep copy of ``block`` that shares the original's config object, so that switching the
+    model's attention implementation (``set_attn_implementation``) reaches the copy too."""
+    shared = {id(m.config): m.config for m in block.modules() if hasattr(m, "config")}
+    return copy.deepcopy(block, memo=shared)
+
+
 def build_structure(model: nn.Module, cfg: ExpansionConfig, state: ControlState) -> Structure:
     """Apply ``cfg`` to ``model`` in place (``cfg`` must be resolved for its layer count)."""
     layers = check_expandable(model)
@@ -113,7 +120,7 @@ def build_structure(model: nn.Module, cfg: ExpansionConfig, state: ControlState)
     for i, block in enumerate(layers):
         plan.append((ops.get(i, "plain"), block, i))
         if ops.get(i) == STACK:
-            new = copy.deepcopy(block)
+            new = copy_block(block)
             zero_output_projections(new)
             plan.append(("stacked", new, i))
     assert [orig for _, _, orig in plan] == layout(cfg)[0]
@@ -124,7 +131,7 @@ def build_structure(model: nn.Module, cfg: ExpansionConfig, state: ControlState)
     for pos, (kind, block, orig) in enumerate(plan):
         _set_layer_idx(block, pos)
         if kind == CONCAT:
-            expanded = copy.deepcopy(block)
+            expanded = copy_block(block)
             _set_layer_idx(expanded, num_main + len(controls))
             interp = build_interpolator(cfg, hidden).to(device=state_like.device, dtype=state_like.dtype)
             for m in interp.modules():  # initialised by its constructor: HF's random init must skip it
