@@ -26,7 +26,9 @@ attention ``--attn`` (auto, sdpa or eager). After the timed steps one more step 
 ``torch.utils.flop_counter.FlopCounterMode``: GFLOP/step (matmuls and attention, forward and
 backward; the CPU SDPA kernels are added through ``gemm_peak.cpu_attention_flops``) and the
 GFLOP/s each method reached; FLOPs full / control is the speed-up that equal matmul efficiency
-would give.
+would give. A last step runs under ``torch.profiler``: ``matmul s`` is the time spent inside
+matmul kernels (mm / bmm / addmm), so ``s/step - matmul s`` is everything else (norms, rotary,
+softmax, SiLU, casts, the CE's softmax over the vocabulary, AdamW).
 
     flock /tmp/probelab-heavy.lock .venv/bin/python bench/train_step.py
 """
@@ -41,6 +43,7 @@ import sys
 import time
 
 METHODS = ("control", "control-bf16", "partial", "partial-bf16", "full", "full-fp32")
+MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
 
 
 def _status_mb(key: str) -> float:
@@ -137,7 +140,14 @@ def worker(args) -> dict:
     # matmul and attention FLOPs of one step, forward + backward
     with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as flops:
         step()
-    return {"gflop": flops.get_total_flops() / 1e9, "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
+    # the time one step spends inside matmul kernels (the rest: norms, rotary, softmax, casts, AdamW)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return {"gflop": flops.get_total_flops() / 1e9, "matmul_s": matmul_us / 1e6,
+            "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
             "s_per_step": elapsed / args.steps, "peak_mb": peak, "model_rss_mb": rss_model,
             "trainable": sum(p.numel() for p in params), "total": sum(p.numel() for p in model.parameters())}
 
@@ -195,10 +205,10 @@ def main() -> None:
     print(f"\n{args.model}, batch {args.batch}x{args.seq}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.threads} threads, AdamW, bf16 autocast (except full-fp32), best of {args.rounds} rounds\n")
     print(f"{'method':<13} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12} "
-          f"{'GFLOP/step':>11} {'GFLOP/s':>8}")
+          f"{'GFLOP/step':>11} {'GFLOP/s':>8} {'matmul s':>9}")
     for m, r in results.items():
         print(f"{m:<13} {r['tok_s']:8.1f} {r['s_per_step']:8.2f} {r['peak_mb']:9.0f} {r['model_rss_mb']:9.0f} "
-              f"{r['trainable']:>12,} {r['gflop']:11.1f} {r['gflop'] / r['s_per_step']:8.1f}")
+              f"{r['trainable']:>12,} {r['gflop']:11.1f} {r['gflop'] / r['s_per_step']:8.1f} {r['matmul_s']:9.2f}")
     for ctl, part in (("control", "partial"), ("control-bf16", "partial-bf16")):
         if ctl not in results:
             continue
@@ -221,6 +231,11 @@ def main() -> None:
             need = 3.0 * results["full"]["tok_s"] / c["tok_s"] * c["gflop"] / c["s_per_step"]
             print(f"{'3x full would need ' + ctl + ' at':<34} {need:6.0f} GFLOP/s = {100 * need / peak:.0f}% of "
                   f"the bf16 matmul peak ({peak:.0f} GFLOP/s, bench/gemm_peak.py)")
+            budget = results["full"]["s_per_step"] / 3
+            other = c["s_per_step"] - c["matmul_s"]
+            print(f"{'3x full means ' + ctl + ' steps of':<34} {budget:6.2f} s; its matmul kernels alone take "
+                  f"{c['matmul_s']:.2f} s (profiled), the rest {other:.2f} s would have to fit in "
+                  f"{budget - c['matmul_s']:.2f} s")
 
 
 if __name__ == "__main__":

