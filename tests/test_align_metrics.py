@@ -176,3 +176,17 @@ def test_exact_knn_graph_for_umap_matches_brute_force(metric):
     for i in range(40):
         assert dist[i, 1:] == pytest.approx([d(x[i], x[j]) for j in brute[i]], abs=1e-5)
     assert umap_layers.exact_knn(x, 4, "manhattan") is None
+
+
+def test_drift_figure_draws_flat_panels_flat():
+    from probelab.analysis.report import MIN_Y_SPAN, drift_figure, y_range
+
+    # identical sides: cosine 1 with float noise; Euclidean distance grows with depth
+    rows = [{"layer": i, "cosine": 1.0 - i * 1e-17, "cosine_std": 1e-16, "cosine_mean_token": 1.0,
+             "euclidean": float(i), "euclidean_std": 0.1} for i in range(1, 6)]
+    fig = drift_figure(rows, with_weight=False)
+    lo, hi = fig.layout.yaxis.range  # panel 1: cosine
+    assert hi - lo == pytest.approx(MIN_Y_SPAN) and lo < 1.0 < hi
+    assert fig.layout.yaxis2.range is None  # panel 2 spans 0.9..5.1: plotly's autorange
+    assert y_range([5.0, None, 5.0], [None, None, 0.0]) == pytest.approx([5.0 - 2.5e-3, 5.0 + 2.5e-3])
+    assert y_range([None], [None]) is None

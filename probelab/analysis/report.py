@@ -63,6 +63,23 @@ DRIFT_PANELS: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 
+MIN_Y_SPAN = 1e-3  # a flat panel (identical sides: cosine 1 +- 1e-16) is drawn flat, not magnified
+
+
+def y_range(values: list, errors: list) -> list[float] | None:
+    """A y-axis range at least :data:`MIN_Y_SPAN` (relative to the values' size) wide, or ``None``
+    (plotly's autorange) when the data already spans more; error bars count as data."""
+    lo_hi = [(v - (e or 0.0), v + (e or 0.0)) for v, e in zip(values, errors) if v is not None]
+    if not lo_hi:
+        return None
+    lo, hi = min(a for a, _ in lo_hi), max(b for _, b in lo_hi)
+    span = MIN_Y_SPAN * max(1.0, abs(lo), abs(hi))
+    if hi - lo >= span:
+        return None
+    mid = (lo + hi) / 2
+    return [mid - span / 2, mid + span / 2]
+
+
 def drift_figure(rows: list[dict], with_weight: bool):
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
@@ -74,14 +91,18 @@ def drift_figure(rows: list[dict], with_weight: bool):
     x = [r["layer"] for r in rows]
     for pi, (_, series) in enumerate(panels):
         row, col = pi // cols + 1, pi % cols + 1
+        panel_y, panel_err = [], []
         for key, name in series:
             y = [r.get(key) for r in rows]
             std = [r.get(f"{key}_std") for r in rows]
+            panel_y += y
+            panel_err += std
             err = dict(type="data", array=std, visible=True) if all(s is not None for s in std) else None
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{key}", legendgroup=key,
                                      error_y=err, hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.4f}}<extra></extra>"),
                           row=row, col=col)
         fig.update_xaxes(title_text="layer", row=row, col=col)
+        fig.update_yaxes(range=y_range(panel_y, panel_err), row=row, col=col)
     fig.update_layout(height=330 * nrows, showlegend=True, margin=dict(t=40, l=40, r=20, b=40))
     return fig
 
