@@ -23,6 +23,26 @@ def network_allowed(explicit: bool | None = None) -> bool:
     return os.environ.get("PROBELAB_ALLOW_NETWORK", "").lower() in {"1", "true", "yes"}
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, directory: bool) -> None:
+    """Give a temp file / folder the permissions a plain ``open`` / ``mkdir`` would have: ``mkstemp``
+    and ``mkdtemp`` create them private (0600 / 0700), which would carry over to the output."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Write a folder atomically: yield a temp folder beside ``target``, rename it into place on success.
@@ -34,6 +54,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        _usual_mode(tmp, directory=True)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -52,12 +73,19 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically (temp file in the same folder + rename)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file atomically (temp file in the same folder + rename): readers see the old file or
+    the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _usual_mode(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

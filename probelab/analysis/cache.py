@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..paths import cache_dir
+from ..paths import atomic_write_bytes, cache_dir
 
 VERSION = 1  # bump when the meaning of a cached array changes
 _CHUNK = 1 << 22
@@ -77,7 +75,7 @@ def file_digest(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     index[sid] = h.hexdigest()
-    _write_atomic(index_file, json.dumps(index).encode())
+    atomic_write_bytes(index_file, json.dumps(index).encode())
     return index[sid]
 
 
@@ -118,19 +116,6 @@ def tokenizer_fingerprint(tok) -> str:
 
 
 # ---- array store ------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _entry(kind: str, k: str) -> Path:
     return root() / kind / k[:2] / f"{k}.safetensors"
 
@@ -155,4 +140,4 @@ def save_arrays(kind: str, k: str, arrays: dict[str, np.ndarray], meta: dict) ->
     from safetensors.numpy import save
 
     data = save({n: np.ascontiguousarray(a) for n, a in arrays.items()}, metadata={"probelab": json.dumps(meta)})
-    _write_atomic(_entry(kind, k), data)
+    atomic_write_bytes(_entry(kind, k), data)
