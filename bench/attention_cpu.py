@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/attention_cpu.py [--batch 4 --tokens 128]
 
-The shape is SmolLM2-135M's (9 query heads, 3 key/value heads, head size 64), causal, in bf16 with
-2 threads: one attention of a training step. The eager path is what transformers' ``eager``
-attention computes (GQA by repeating keys and values, an additive causal mask, an fp32 softmax).
+The shape is SmolLM2-135M's (9 query heads, 3 key/value heads, head size 64), causal, in bf16
+(``--dtype float32`` for fp32 training) with 2 threads: one attention of a training step. The
+eager path is what transformers' ``eager`` attention computes (GQA by repeating keys and values, an additive causal mask, an fp32 softmax).
 probelab.models.attention.auto_attention picks eager on CPU from these numbers; the memory it costs
 is the softmax kept per layer, printed last.
 """
@@ -52,16 +52,18 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     b, t, d = args.batch, args.tokens, args.head_dim
-    q = torch.randn(b, args.heads, t, d, generator=g).bfloat16().requires_grad_()
-    k, v = (torch.randn(b, args.kv_heads, t, d, generator=g).bfloat16().requires_grad_() for _ in range(2))
-    mask = torch.full((t, t), float("-inf")).triu(1).bfloat16()
+    dt = getattr(torch, args.dtype)
+    q = torch.randn(b, args.heads, t, d, generator=g).to(dt).requires_grad_()
+    k, v = (torch.randn(b, args.kv_heads, t, d, generator=g).to(dt).requires_grad_() for _ in range(2))
+    mask = torch.full((t, t), float("-inf")).triu(1).to(dt)
     with torch.no_grad():
         diff = (sdpa(q, k, v, mask).float() - eager(q, k, v, mask).float()).abs().max().item()
-    print(f"batch {b} x {t} tokens, {args.heads}/{args.kv_heads} heads x {d}, bf16, {args.threads} threads, "
+    print(f"batch {b} x {t} tokens, {args.heads}/{args.kv_heads} heads x {d}, {args.dtype}, {args.threads} threads, "
           f"best of {args.repeats}; max |sdpa - eager| = {diff:.1e}")
     res = {}
     for name, fn in (("sdpa", sdpa), ("eager", eager)):

@@ -2,7 +2,7 @@
 
 Every method runs in a fresh subprocess (so memory numbers do not leak between methods) with
 the same batch, AdamW, bf16 autocast and attention (``--attn auto``: the training script's choice,
-eager on CPU at these sizes; its backward is ~2.7x faster than SDPA's here, probelab/models/attention.py):
+eager on CPU in bf16 at these sizes, SDPA for the fp32 run; bench/attention_cpu.py):
 
 - ``control``   — concat expansion, 6 Lerp layers (base blocks 4, 9, ..., 29), MSE divergence, alpha 1;
 - ``partial``   — the same 6 base blocks trainable, everything else frozen;
@@ -67,7 +67,8 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", batch: int = 4, seq: int = 128):
+def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", batch: int = 4, seq: int = 128,
+          dtype=None):
     import torch
 
     from probelab.capture import decoder_layers
@@ -78,7 +79,7 @@ def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", b
     model, _ = load_model(model_name)
     if attn == "auto":  # what training/train_csft.py's train.attention=auto picks (the same for every method)
         heads, n_attn = attention_shape(model)
-        attn = auto_attention("cpu", batch, seq, heads, n_attn + num_expanded) or "sdpa"
+        attn = auto_attention("cpu", batch, seq, heads, n_attn + num_expanded, dtype or torch.bfloat16) or "sdpa"
     switch_attention(model, attn)
     layers = decoder_layers(model)
     chosen = expanded_layer_indices(len(layers), num_expanded)
@@ -104,7 +105,8 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, _ = build(args.worker, args.model, args.num_expanded, args.attn, args.batch, args.seq)
+    model, _ = build(args.worker, args.model, args.num_expanded, args.attn, args.batch, args.seq,
+                     torch.float32 if args.worker == "full-fp32" else torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.get_input_embeddings().weight.shape[0]

@@ -190,3 +190,4 @@ def test_drift_figure_draws_flat_panels_flat():
     assert fig.layout.yaxis2.range is None  # panel 2 spans 0.9..5.1: plotly's autorange
     assert y_range([5.0, None, 5.0], [None, None, 0.0]) == pytest.approx([5.0 - 2.5e-3, 5.0 + 2.5e-3])
     assert y_range([None], [None]) is None
+    assert y_range([float("nan"), 1.0], [None, None]) == pytest.approx([1.0 - 5e-4, 1.0 + 5e-4])  # NaN skipped

@@ -82,8 +82,12 @@ def test_eager_attention_for_the_sequence_loss_matches_and_is_restored(teacher, 
     got = attribute(model, sae, ids, mask, "official", attention="eager").scores
     assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-6)
-    # the default ("auto") is eager on CPU for short texts
-    assert torch.equal(attribute(model, sae, ids, mask, "official").scores, got)
+    # the default ("auto") keeps SDPA in fp32 and is eager under bf16 autocast on CPU for short texts
+    assert torch.equal(attribute(model, sae, ids, mask, "official").scores, ref)
+    bf16 = torch.bfloat16
+    assert torch.equal(attribute(model, sae, ids, mask, "official", autocast=bf16).scores,
+                       attribute(model, sae, ids, mask, "official", autocast=bf16, attention="eager").scores)
+    assert model.config._attn_implementation == "sdpa"
     n = int(mask[1].sum())  # left padding under eager: same scores as the text alone
     left = torch.cat([torch.full((1, ids.shape[1] - n), 258), ids[1:, :n]], dim=1)
     left_mask = torch.cat([torch.zeros(1, ids.shape[1] - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], 1)

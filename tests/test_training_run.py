@@ -56,6 +56,11 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(TINY, ["steps=3"])
+    # YAML 1.1 reads an unquoted `no` as false: precision=no still means fp32, in a file or an override
+    assert load_config(TINY, ["train.precision=no"]).train.precision == "no"
+    unquoted = tmp_path / "unquoted.yaml"
+    unquoted.write_text("train:\n  precision: no\n")
+    assert load_config(unquoted).train.precision == "no"
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot parse"):

@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     base, tok = load_model(cfg.model.name, allow_network=cfg.model.allow_network)
     # Attention kernel: on CPU, eager attention's backward beats SDPA's while its [batch, heads, T, T]
-    # softmaxes stay small (probelab/models/attention.py); set before expansion so the copies share it.
+    # softmaxes stay small (probelab/models/attention.py). Set on the base: expanded copies share its
+    # config and a Control LLM takes its setting over.
     from probelab.models.attention import attention_shape, auto_attention, switch_attention
 
     attention = cfg.train.attention
     if attention == "auto":
         heads, n_attn = attention_shape(base)
-        attention = auto_attention(acc.device, cfg.train.micro_batch, cfg.data.max_len, heads, n_attn + cfg.method.num_expanded)
+        compute = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+        attention = auto_attention(acc.device, cfg.train.micro_batch, cfg.data.max_len, heads,
+                                   n_attn + cfg.method.num_expanded, compute)
     if attention and attention != "model":
         switch_attention(base, attention)
     model = apply_method(base, cfg.method)

@@ -7,6 +7,7 @@ them so tests and users can check a page is complete.
 from __future__ import annotations
 
 import html
+import math
 from typing import Callable
 
 import numpy as np
@@ -69,7 +70,8 @@ MIN_Y_SPAN = 1e-3  # a flat panel (identical sides: cosine 1 +- 1e-16) is drawn 
 def y_range(values: list, errors: list) -> list[float] | None:
     """A y-axis range at least :data:`MIN_Y_SPAN` (relative to the values' size) wide, or ``None``
     (plotly's autorange) when the data already spans more; error bars count as data."""
-    lo_hi = [(v - (e or 0.0), v + (e or 0.0)) for v, e in zip(values, errors) if v is not None]
+    lo_hi = [(v - (e or 0.0), v + (e or 0.0)) for v, e in zip(values, errors)
+             if v is not None and math.isfinite(v) and (e is None or math.isfinite(e))]
     if not lo_hi:
         return None
     lo, hi = min(a for a, _ in lo_hi), max(b for _, b in lo_hi)

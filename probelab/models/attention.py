@@ -1,18 +1,23 @@
 """Which attention implementation a model runs, switched through transformers' public API.
 
-On CPU, PyTorch's fused SDPA kernel is slow in the backward pass at short sequence lengths. At
-SmolLM2-135M's attention shape in bf16 (``.venv/bin/python bench/attention_cpu.py --tokens T``,
-2 threads) SDPA / eager forward + backward time was 3.0x at 128 tokens, 1.6x at 256, 1.5x at 384,
-but 0.9x at 512 and 0.3x at 2048. Eager attention also keeps a ``[batch, heads, T, T]`` softmax per
-layer for the backward pass. So :func:`auto_attention` picks eager on CPU for sequences of at most
-:data:`EAGER_MAX_TOKENS` tokens whose softmaxes fit in :data:`EAGER_BUDGET_BYTES`, and the model's
-own attention otherwise (GPUs keep their fused kernels).
+On CPU, PyTorch's fused SDPA kernel is slow in bf16 at short sequence lengths, above all in the
+backward pass. At SmolLM2-135M's attention shape (``.venv/bin/python bench/attention_cpu.py
+--tokens T [--dtype float32]``, 2 threads) SDPA / eager forward + backward time was, in bf16, 3.0x
+at 128 tokens, 1.6x at 256, 1.5x at 384, but 0.9x at 512 and 0.3x at 2048; in fp32 SDPA was the
+faster one at every length (0.92x at 128, 0.78x at 384). Eager attention also keeps a
+``[batch, heads, T, T]`` softmax per layer for the backward pass. So :func:`auto_attention` picks
+eager on CPU for bf16 / fp16 compute, sequences of at most :data:`EAGER_MAX_TOKENS` tokens and
+softmaxes that fit in :data:`EAGER_BUDGET_BYTES` (a rough bound: it counts every layer and leaves
+out the repeated keys and values), and the model's own attention otherwise (fp32, GPUs with their
+fused kernels).
 
->>> auto_attention("cpu", batch=4, tokens=128, heads=9, layers=36)
+>>> auto_attention("cpu", batch=4, tokens=128, heads=9, layers=36, dtype=torch.bfloat16)
 'eager'
->>> auto_attention("cpu", batch=1, tokens=512, heads=9, layers=36) is None
+>>> auto_attention("cpu", batch=4, tokens=128, heads=9, layers=36, dtype=torch.float32) is None
 True
->>> auto_attention("cuda", batch=4, tokens=128, heads=9, layers=36) is None
+>>> auto_attention("cpu", batch=1, tokens=512, heads=9, layers=36, dtype=torch.bfloat16) is None
+True
+>>> auto_attention("cuda", batch=4, tokens=128, heads=9, layers=36, dtype=torch.bfloat16) is None
 True
 """
 from __future__ import annotations
@@ -29,10 +34,11 @@ EAGER_BUDGET_BYTES = 1 << 30  # eager softmaxes kept for the backward, all layer
 SOFTMAX_BYTES = 6  # per score: the fp32 softmax output and its bf16 / fp32 cast for the value matmul
 
 
-def auto_attention(device: torch.device | str, batch: int, tokens: int, heads: int, layers: int) -> str | None:
-    """``"eager"`` where it is the faster choice (CPU, small attention matrices), else ``None``
-    (keep the model's own implementation)."""
-    if torch.device(device).type != "cpu":
+def auto_attention(device: torch.device | str, batch: int, tokens: int, heads: int, layers: int,
+                   dtype: torch.dtype) -> str | None:
+    """``"eager"`` where it is the faster choice (CPU, half-precision compute ``dtype``, small
+    attention matrices), else ``None`` (keep the model's own implementation)."""
+    if torch.device(device).type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return None
     small = tokens <= EAGER_MAX_TOKENS and batch * heads * tokens * tokens * SOFTMAX_BYTES * layers <= EAGER_BUDGET_BYTES
     return "eager" if small else None

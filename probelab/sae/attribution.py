@@ -126,10 +126,11 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     ``autocast=torch.bfloat16`` runs the teacher's forward and backward under autocast (faster on
     CPUs with bf16 matmuls; scores then match fp32 to ~1e-2 relative, labels up to near-ties).
     ``attention`` is the teacher's attention implementation for the sequence loss: ``"auto"``
-    (default) uses eager attention on CPU while its ``[batch, heads, T, T]`` softmaxes stay small
-    (:func:`probelab.models.attention.auto_attention`; a small gain over SDPA at 128 tokens, 5-14%
-    in most runs of bench/attribution.py) and the model's own attention otherwise (long texts, GPUs
-    with fused kernels); a name forces that implementation; ``None`` keeps the model's own. The next-token loss always uses the diagonal-gradient attention.
+    (default) uses eager attention on CPU under bf16 autocast while its ``[batch, heads, T, T]``
+    softmaxes stay small (:func:`probelab.models.attention.auto_attention`; a small gain over SDPA at
+    128 tokens, 5-14% in most runs of bench/attribution.py) and the model's own attention otherwise
+    (fp32, long texts, GPUs with fused kernels); a name forces that implementation; ``None`` keeps
+    the model's own. The next-token loss always uses the diagonal-gradient attention.
     """
     spec = resolve_spec(spec)
     site = check_sae_fits(sae, model) if site is None else site
@@ -144,7 +145,8 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         # fp64 mask minimum turning into -inf in fp32)
         exact = next(model.parameters()).dtype == torch.float64
         if attention == "auto":
-            attention = auto_attention(device, ids.shape[0], ids.shape[1], *attention_shape(model))
+            dtype = autocast or next(model.parameters()).dtype
+            attention = auto_attention(device, ids.shape[0], ids.shape[1], *attention_shape(model), dtype=dtype)
         attn = contextlib.nullcontext() if exact or not attention else attention_implementation(model, attention, optional=True)
     amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
     with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp:

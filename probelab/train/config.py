@@ -144,6 +144,8 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         except (TypeError, ValueError):
             return _bad(key, value, "a number")
     elif isinstance(default, str):
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no / yes / off / on as a boolean
+            return "yes" if value else "no"
         return str(value)
     else:  # Any-typed (alpha): numbers stay numbers, "dynamic" stays a string
         if isinstance(value, str):

@@ -92,6 +92,9 @@ class ControlLLMForCausalLM(PreTrainedModel, GenerationMixin):
         self._structure = build_structure(model, self.expansion, self._state)
         self.freeze_pretrained()
         self.post_init()
+        # the blocks (copies included: they share the inner config) run the inner model's attention;
+        # the wrapper's config says the same, so switching it later starts from the truth
+        self.config._attn_implementation = model.config._attn_implementation
 
     def freeze_pretrained(self) -> "ControlLLMForCausalLM":
         """requires_grad only on expanded / inserted blocks and interpolators (what expansion sets up)."""
