@@ -73,14 +73,13 @@ def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", b
 
     from probelab.capture import decoder_layers
     from probelab.models import load_model
-    from probelab.models.attention import attention_shape, auto_attention, switch_attention
+    from probelab.models.attention import choose_attention, switch_attention
     from probelab.models.control import expand_model, expanded_layer_indices
 
     model, _ = load_model(model_name)
-    if attn == "auto":  # what training/train_csft.py's train.attention=auto picks (the same for every method)
-        heads, n_attn = attention_shape(model)
-        attn = auto_attention("cpu", batch, seq, heads, n_attn + num_expanded, dtype or torch.bfloat16) or "sdpa"
-    switch_attention(model, attn)
+    # auto: what training/train_csft.py's train.attention=auto picks
+    attn = choose_attention(attn, model, "cpu", batch, seq, dtype or torch.bfloat16, extra_layers=num_expanded)
+    switch_attention(model, attn or "sdpa")
     layers = decoder_layers(model)
     chosen = expanded_layer_indices(len(layers), num_expanded)
     if method.startswith("control"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probelab.errors import ProbelabError
-from probelab.models.attention import (EAGER_BUDGET_BYTES, EAGER_MAX_TOKENS, SOFTMAX_BYTES, attention_implementation, attention_shape,
+from probelab.models.attention import (EAGER_BUDGET_BYTES, EAGER_MAX_TOKENS, SOFTMAX_BYTES, choose_attention, attention_implementation, attention_shape,
                                        auto_attention, switch_attention)
 from probelab.models.control import STRATEGY_NAMES, expand_model
 from probelab.models.tiny import tiny_llama, tiny_qwen2
@@ -26,6 +26,20 @@ def test_auto_is_eager_on_cpu_only_in_bf16_while_the_softmaxes_fit():
     assert auto_attention("cpu", 1, EAGER_MAX_TOKENS + 1, 9, 36, bf16) is None  # long sequences: SDPA is faster
     assert auto_attention("cuda", 1, 8, 1, 1, bf16) is None  # GPUs keep their fused kernels
     assert auto_attention("meta", 1, 8, 1, 1, bf16) is None
+
+
+def test_choose_attention_resolves_auto_model_and_names():
+    model = tiny_llama(num_layers=4, hidden=64, seed=0)  # 4 heads, 4 layers
+    bf16 = torch.bfloat16
+    assert choose_attention("auto", model, "cpu", 4, 128, bf16) == "eager"
+    assert choose_attention("auto", model, "cpu", 4, 128, torch.float32) is None
+    assert choose_attention(None, model, "cpu", 4, 128, bf16) is None
+    assert choose_attention("model", model, "cpu", 4, 128, bf16) is None
+    assert choose_attention("sdpa", model, "cpu", 4, 128, bf16) == "sdpa"
+    # the layers an expansion will add count against the memory budget
+    fits = EAGER_BUDGET_BYTES // (SOFTMAX_BYTES * 4 * 8 * 128 * 128)  # batches that fit with 4 + 4 layers
+    assert choose_attention("auto", model, "cpu", fits, 128, bf16, extra_layers=4) == "eager"
+    assert choose_attention("auto", model, "cpu", fits + 1, 128, bf16, extra_layers=4) is None
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)

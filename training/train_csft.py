@@ -92,15 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
     # Attention kernel: on CPU, eager attention's backward beats SDPA's while its [batch, heads, T, T]
     # softmaxes stay small (probelab/models/attention.py). Set on the base: expanded copies share its
     # config and a Control LLM takes its setting over.
-    from probelab.models.attention import attention_shape, auto_attention, switch_attention
+    from probelab.models.attention import choose_attention, switch_attention
 
-    attention = cfg.train.attention
-    if attention == "auto":
-        heads, n_attn = attention_shape(base)
-        compute = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
-        attention = auto_attention(acc.device, cfg.train.micro_batch, cfg.data.max_len, heads,
-                                   n_attn + cfg.method.num_expanded, compute)
-    if attention and attention != "model":
+    compute = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+    attention = choose_attention(cfg.train.attention, base, acc.device, cfg.train.micro_batch, cfg.data.max_len,
+                                 compute, extra_layers=cfg.method.num_expanded)
+    if attention:
         switch_attention(base, attention)
     model = apply_method(base, cfg.method)
     n_train_params, n_params = count_params(model)

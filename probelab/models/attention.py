@@ -44,6 +44,20 @@ def auto_attention(device: torch.device | str, batch: int, tokens: int, heads: i
     return "eager" if small else None
 
 
+def choose_attention(name: str | None, model, device: torch.device | str, batch: int, tokens: int,
+                     dtype: torch.dtype, extra_layers: int = 0) -> str | None:
+    """The implementation to switch ``model`` to for a user's ``name``, or ``None`` to keep its own:
+    ``"auto"`` applies :func:`auto_attention` to the model's shape (``extra_layers``: attention
+    layers an expansion will add), ``"model"`` or ``None`` keep the model's own, any other name is
+    returned as it is."""
+    if name in (None, "model"):
+        return None
+    if name != "auto":
+        return name
+    heads, layers = attention_shape(model)
+    return auto_attention(device, batch, tokens, heads, layers + extra_layers, dtype)
+
+
 def attention_shape(model) -> tuple[int, int]:
     """``(heads, attention layers)`` of an HF decoder (a Control LLM counts its expanded copies too)."""
     text = model.config.get_text_config()

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..capture import position_ids_from_mask
 from ..errors import ProbelabError
-from ..models.attention import attention_implementation, attention_shape, auto_attention
+from ..models.attention import attention_implementation, choose_attention
 from .diagonal import diagonal_gradients
 from .encode import encode_parts, latent_grad
 from .load import check_sae_fits
@@ -143,10 +143,9 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     else:
         # eager takes its softmax in fp32: a float64 teacher keeps its own attention (exact, and no
         # fp64 mask minimum turning into -inf in fp32)
-        exact = next(model.parameters()).dtype == torch.float64
-        if attention == "auto":
-            dtype = autocast or next(model.parameters()).dtype
-            attention = auto_attention(device, ids.shape[0], ids.shape[1], *attention_shape(model), dtype=dtype)
+        dtype = next(model.parameters()).dtype
+        attention = choose_attention(attention, model, device, ids.shape[0], ids.shape[1], autocast or dtype)
+        exact = dtype == torch.float64
         attn = contextlib.nullcontext() if exact or not attention else attention_implementation(model, attention, optional=True)
     amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
     with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp:

@@ -69,8 +69,8 @@ class TrainCfg:
     checkpoint_every: int = 100  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # older checkpoints are deleted
     log_every: int = 1  # steps between metric rows
-    loss_chunk: int = 0  # >0: CE from the final hidden states, this many tokens at a time (no full logits; not with FSDP)
-    attention: str = "auto"  # auto: eager on CPU while its softmaxes are small (faster backward), else the model's; or a name (sdpa, eager, ...) or "model"
+    loss_chunk: int = 0  # >0: CE from the final hidden states, this many tokens at a time (no full logits; not with FSDP / ZeRO-3)
+    attention: str = "auto"  # auto: eager on CPU in bf16 while its softmaxes are small (faster backward), else the model's; or a name (sdpa, eager, ...) or "model"
 
 
 @dataclass
