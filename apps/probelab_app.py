@@ -1,17 +1,10 @@
-"""probelab's Streamlit app: ``probelab app`` (or ``streamlit run apps/probelab_app.py``).
+"""Run probelab's Streamlit app from a source checkout: ``streamlit run apps/probelab_app.py``.
 
-Three pages, each a small script in ``views/`` that only calls probelab (``probelab.app_support``):
-alignment (the default: per-layer drift, UMAP, neighbours, pairs, score), concepts (per-token SAE
-activations / attribution scores / CoCoMix predictions with labels), steering (steered vs plain).
+The app itself ships inside the package (``probelab/app/``); ``probelab app`` is the usual way in.
 """
-import streamlit as st
+import runpy
+from pathlib import Path
 
-st.set_page_config(page_title="probelab", layout="wide")  # no page/page_icon icons: Streamlit fetches icon favicons from a CDN
+import probelab.app
 
-pages = [
-    st.Page("views/alignment.py", title="Alignment", url_path="alignment",
-            default=True),
-    st.Page("views/concepts.py", title="Concepts", url_path="concepts"),
-    st.Page("views/steering.py", title="Steering", url_path="steering"),
-]
-st.navigation(pages).run()
+runpy.run_path(str(Path(probelab.app.__file__).with_name("main.py")), run_name="__main__")

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from probelab.models.control import ExpansionConfig, expand_model, save_control
 from probelab.models.tiny import tiny_llama, tiny_tokenizer
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "probelab_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "probelab" / "app" / "main.py")
 SMALL = "\n".join(["king is to queen | man is to woman", "Paris is to France | Tokyo is to Japan",
                    "see is to saw | go is to went", "dog is to puppy | cat is to kitten"])
 

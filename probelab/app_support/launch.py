@@ -1,6 +1,6 @@
 """The ``streamlit run`` command behind ``probelab app``: local only by default, headless, no telemetry.
 
->>> argv = streamlit_argv(Path("apps/probelab_app.py"), "127.0.0.1", 8501)
+>>> argv = streamlit_argv(Path("probelab/app/main.py"), "127.0.0.1", 8501)
 >>> argv[argv.index("--browser.gatherUsageStats") + 1], argv[argv.index("--server.address") + 1]
 ('false', '127.0.0.1')
 """
@@ -13,15 +13,15 @@ from pathlib import Path
 from ..errors import ProbelabError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-APP_FILE = "probelab_app.py"
+APP_FILE = "main.py"
 
 
 def app_script() -> Path:
-    """The Streamlit entry script, ``apps/probelab_app.py`` in the source tree (editable install)."""
-    path = Path(__file__).resolve().parents[2] / "apps" / APP_FILE
+    """The Streamlit entry script, ``probelab/app/main.py`` (shipped inside the package)."""
+    path = Path(__file__).resolve().parents[1] / "app" / APP_FILE
     if not path.is_file():
-        raise ProbelabError(f"the app script {path} is missing; run `probelab app` from a source checkout "
-                            "(pip install -e .)")
+        raise ProbelabError(f"the app script {path} is missing: this probelab installation is incomplete; "
+                            "reinstall it")
     return path
 
 
