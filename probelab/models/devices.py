@@ -1,0 +1,116 @@
+"""Where a model runs and in which dtype: ``auto`` rules, names, and the model's input device.
+
+- :func:`resolve_device`: ``"auto"`` is CUDA when available, then Apple MPS, else CPU; any device
+  string torch understands (``cpu``, ``cuda``, ``cuda:1``, ``mps``) or a ``torch.device`` is accepted,
+  and a device that does not exist on this machine is refused in one line.
+- :func:`resolve_dtype`: ``"auto"`` is bfloat16 on a GPU that supports it (float16 on one that does
+  not, float32 on MPS), float32 on CPU; names ``bfloat16``/``bf16``, ``float16``/``fp16``/``half``,
+  ``float32``/``fp32``/``float`` and a ``torch.dtype`` are accepted.
+- :func:`input_device`: the device of a model's token embedding, where ``input_ids`` must go (for a
+  model sharded with a ``device_map`` this is the first shard, not ``next(model.parameters())``).
+
+>>> resolve_device("cpu")
+device(type='cpu')
+>>> resolve_dtype("bf16", "cpu")
+torch.bfloat16
+>>> resolve_dtype("auto", "cpu")
+torch.float32
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ProbelabError
+
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+}
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` → cuda / mps / cpu (first available); otherwise the named device, checked to exist."""
+    if isinstance(spec, torch.device):
+        device = spec
+    else:
+        name = "auto" if spec is None else str(spec).strip().lower()
+        if name in ("", "auto"):
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if _mps_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise ProbelabError(
+                f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ProbelabError(f"device {spec!s} asked for, but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ProbelabError(
+                f"device {spec!s} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not _mps_available():
+            raise ProbelabError(f"device {spec!s} asked for, but MPS is not available on this machine")
+    elif device.type not in ("cpu", "meta"):
+        raise ProbelabError(f"unsupported device {spec!s}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(spec: str | torch.dtype | None = "auto",
+                  device: str | torch.device | None = None) -> torch.dtype:
+    """``"auto"`` → bfloat16 on a GPU that supports it, else float32; names and ``torch.dtype`` accepted.
+
+    ``device`` is only read for ``"auto"`` (default: :func:`resolve_device` ``("auto")``).
+    """
+    if isinstance(spec, torch.dtype):
+        if spec not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+            raise ProbelabError(f"unsupported model dtype {spec}; use bfloat16, float16 or float32")
+        return spec
+    name = "auto" if spec is None else str(spec).strip().lower().removeprefix("torch.")
+    if name in ("", "auto"):
+        dev = resolve_device(device if device is not None else "auto")
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # cpu (bf16 matmuls are slower than fp32 on many CPUs), mps
+    if name not in DTYPE_NAMES:
+        raise ProbelabError(f"unknown dtype {spec!r}; use auto, bfloat16 (bf16), float16 (fp16) or float32 (fp32)")
+    return DTYPE_NAMES[name]
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's input embedding (where token ids go), for sharded models too."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = None
+    if get is not None:
+        try:
+            emb = get()
+        except (NotImplementedError, AttributeError):
+            emb = None
+    if emb is not None:
+        weight = getattr(emb, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.device.type != "meta":
+            return weight.device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point weights (the first floating parameter's)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+__all__ = ["resolve_device", "resolve_dtype", "input_device", "model_dtype", "DTYPE_NAMES"]
