@@ -50,12 +50,18 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Library progress bars and warnings that say nothing to a probelab user."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    """Library progress bars and warnings that say nothing to a probelab user.
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    Set through environment variables that transformers and huggingface_hub read when they are
+    first imported, so ``probelab --help`` imports neither (a value the user set is kept).
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")     # transformers' logger level
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # transformers' own bars follow this one
+    if "transformers" in sys.modules:  # imported already (main() called from Python): too late for the env
+        logging = sys.modules["transformers"].utils.logging
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> None:
