@@ -1,7 +1,8 @@
 """Probe sets: sentences to feed a model, with pair and category labels.
 
-Built-in sets live in the repository's ``probes/`` folder (``probes/<name>.jsonl``); users pass
-their own file path. Two formats (schema in ``probes/README.md``):
+Built-in sets are the files ``probes/<name>.jsonl`` (the repository's ``probes/`` folder, shipped inside
+the wheel; :func:`probelab.resources.probes_dir` finds it, ``$PROBELAB_PROBES_DIR`` overrides it); users
+pass their own file path. Two formats (schema in ``probes/README.md``):
 
 - ``.jsonl``: one analogy *pair* per line, ``{"id", "category", "sentences": [a, b], "source"?}``;
   blank lines and lines starting with ``#`` are ignored;
@@ -16,19 +17,15 @@ The loader validates everything and reports the first problem as ``FILE:LINE: me
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ProbeFileError
+from .errors import ProbeFileError, ProbelabError
+from .resources import probes_dir
 
 REQUIRED = ("id", "category", "sentences")
 
 
-def probes_dir() -> Path:
-    """The built-in probe folder (``$PROBELAB_PROBES_DIR`` overrides it)."""
-    env = os.environ.get("PROBELAB_PROBES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "probes"
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,10 @@ class ProbeSet:
 
 
 def available_probe_sets() -> dict[str, Path]:
-    folder = probes_dir()
+    try:
+        folder = probes_dir()
+    except ProbelabError:  # an incomplete installation: no built-in sets, user files still load
+        return {}
     return {p.stem: p for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
 
 
