@@ -25,6 +25,7 @@ _LAZY = {
     "capture": "probelab.capture",
     "Captures": "probelab.capture",
     "load_probes": "probelab.probes",
+    "lens": "probelab.analysis.lens",
 }
 __all__ = [*_LAZY, "ProbelabError", "__version__"]
 
