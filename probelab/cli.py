@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "probelab.commands.align",
     "probelab.commands.steer",
     "probelab.commands.sae", "probelab.commands.concepts",
+    "probelab.commands.lens",
     "probelab.commands.app",
     "probelab.commands.train",
 ]
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as e:  # an unexpected failure still gets one line
+        if type(e).__name__ == "InterruptedException":  # sae-lens' own SIGINT/SIGTERM handler
+            _fail("terminated", 143) if _terminated else _fail("interrupted", 130)
         if debug:
             raise
         _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (PROBELAB_DEBUG=1 for a traceback)")
