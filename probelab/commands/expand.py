@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,7 +18,19 @@ def expand_cmd(
     divergence: str = typer.Option("mse", help="mse | cosine | none"),
     alpha: str = typer.Option("1.0", help="divergence weight: a number (0 = off) or 'dynamic'"),
     cosine_margin: float = typer.Option(0.0, help="margin of the cosine divergence"),
-    freeze_interpolator: bool = typer.Option(False, help="keep the Lerp weight fixed during training"),
+    preset: str = typer.Option(
+        "probelab", help="probelab (this package's defaults) | official (the Control LLM code's defaults: "
+                         "Lerp fixed at 0.5, random gates, MoE divergence on routed tokens); see docs/control_llm.md"),
+    freeze_interpolator: Optional[bool] = typer.Option(
+        None, "--freeze-interpolator/--train-interpolator",
+        help="keep the interpolation factor (Lerp weight, gate bias) fixed [default: from --preset]"),
+    gate_init: Optional[str] = typer.Option(None, help="zero | random: Dlerp/DlerpIn/MoE gate weights "
+                                                       "[default: from --preset]"),
+    moe_divergence: Optional[str] = typer.Option(None, help="all | routed: MoE tokens the divergence counts "
+                                                            "[default: from --preset]"),
+    detach_alpha: Optional[bool] = typer.Option(
+        None, "--detach-alpha/--no-detach-alpha",
+        help="dynamic alpha as a constant coefficient (or with gradient) [default: from --preset]"),
     allow_network: bool = typer.Option(False, help="allow downloading a hub base model"),
 ) -> None:
     """Expand BASE as in Control LLM (arXiv 2501.10979) and save it as an HF folder in OUT."""
@@ -26,7 +39,8 @@ def expand_cmd(
 
     cfg = ExpansionConfig(strategy=strategy, interpolation=interpolation, num_expanded=num_expanded,
                           divergence=divergence, alpha=alpha, cosine_margin=cosine_margin,
-                          freeze_interpolator=freeze_interpolator, base_model=base)
+                          preset=preset, freeze_interpolator=freeze_interpolator, gate_init=gate_init,
+                          moe_divergence=moe_divergence, detach_alpha=detach_alpha, base_model=base)
     model, tok = load_model(base, allow_network=allow_network or None)
     control = expand_model(model, cfg)
     save_control(control, out, tok)
@@ -42,6 +56,8 @@ def expand_cmd(
             ("inserted blocks", ", ".join(map(str, control.stacked_layers)) or "-"),
             ("interpolator", e.interpolation if e.strategy != "stack" else "-"),
             ("divergence", f"{e.divergence} (alpha={e.alpha})" if e.strategy != "stack" else "-"),
+            ("preset", f"{e.preset} (freeze_interpolator={e.freeze_interpolator}, gate_init={e.gate_init}, "
+                       f"moe_divergence={e.moe_divergence}, detach_alpha={e.detach_alpha})"),
             ("trainable params", f"{n_train:,} of {n_all:,} ({100 * n_train / n_all:.1f}%)")]
     for k, v in rows:
         table.add_row(k, str(v))

@@ -40,8 +40,8 @@ import torch
 
 from ...errors import ModelNotFound, ProbelabError
 from ..loading import register_folder_kind, save_hf_folder
-from .config import DIVERGENCE_NAMES, INTERPOLATOR_NAMES, STRATEGY_NAMES, ExpansionConfig, ExpansionError, \
-    expanded_layer_indices
+from .config import DIVERGENCE_NAMES, GATE_INIT_NAMES, INTERPOLATOR_NAMES, MOE_DIVERGENCE_NAMES, PRESET_KNOBS, \
+    PRESET_NAMES, PRESETS, STRATEGY_NAMES, ExpansionConfig, ExpansionError, expanded_layer_indices
 from .divergence import DIVERGENCES, register_divergence
 from .expand import check_expandable
 from .interpolators import INTERPOLATORS, register_interpolator
@@ -58,11 +58,12 @@ def expand_model(model, config: ExpansionConfig | dict | None = None, **override
     ``config`` is an :class:`ExpansionConfig` (or its dict); keyword overrides set single fields,
     e.g. ``expand_model(model, num_expanded=6, interpolation="dlerp")``. ``model`` itself is modified
     (its block list) and becomes ``result.model``; keep a separate copy if you need the original.
+    Overriding ``preset`` re-derives every preset knob that is not overridden too.
     """
-    if isinstance(config, ExpansionConfig):
-        cfg = ExpansionConfig.from_dict({**config.to_dict(), **overrides})
-    else:
-        cfg = ExpansionConfig.from_dict({**(config or {}), **overrides})
+    base = config.to_dict() if isinstance(config, ExpansionConfig) else dict(config or {})
+    if "preset" in overrides:
+        base = {k: v for k, v in base.items() if k not in PRESET_KNOBS}
+    cfg = ExpansionConfig.from_dict({**base, **overrides})
     if isinstance(model, ControlLLMForCausalLM):
         raise ExpansionError("the model is already a Control LLM")
     layers = check_expandable(model)
@@ -102,5 +103,6 @@ __all__ = [
     "ExpansionConfig", "ExpansionError", "expand_model", "save_control", "load_control", "ControlLLMForCausalLM",
     "ControlLLMConfig", "ControlLLMOutput", "ControlLayer", "expanded_layer_indices", "INTERPOLATORS",
     "DIVERGENCES", "STRATEGIES", "register_interpolator", "register_divergence", "register_strategy",
-    "STRATEGY_NAMES", "INTERPOLATOR_NAMES", "DIVERGENCE_NAMES", "merge_lerp",
+    "STRATEGY_NAMES", "INTERPOLATOR_NAMES", "DIVERGENCE_NAMES", "merge_lerp", "PRESETS", "PRESET_NAMES",
+    "PRESET_KNOBS", "GATE_INIT_NAMES", "MOE_DIVERGENCE_NAMES",
 ]

@@ -15,6 +15,19 @@ from ...errors import ProbelabError
 STRATEGY_NAMES = ("concat", "stack", "hybrid")
 INTERPOLATOR_NAMES = ("lerp", "dlerp", "dlerpin", "plerp", "moe")
 DIVERGENCE_NAMES = ("mse", "cosine", "none")
+GATE_INIT_NAMES = ("zero", "random")
+MOE_DIVERGENCE_NAMES = ("all", "routed")
+
+# A preset fills every knob the caller left unset (None). ``probelab`` is this package's choice,
+# ``official`` the defaults of the Control LLM authors' code (docs/control_llm.md has the table).
+PRESETS: dict[str, dict] = {
+    "probelab": {"freeze_interpolator": False, "gate_init": "zero", "moe_divergence": "all",
+                 "detach_alpha": True},
+    "official": {"freeze_interpolator": True, "gate_init": "random", "moe_divergence": "routed",
+                 "detach_alpha": False},
+}
+PRESET_NAMES = tuple(PRESETS)
+PRESET_KNOBS = tuple(PRESETS["probelab"])
 
 
 class ExpansionError(ProbelabError):
@@ -46,7 +59,16 @@ class ExpansionConfig:
     - ``divergence``: ``mse`` | ``cosine`` | ``none``; ``alpha``: its weight, a number (0 turns it off)
       or ``"dynamic"`` (per-token weight = the interpolation weight, detached).
     - ``lerp_init``: initial logit f of the Lerp / Dlerp bias (w = sigmoid(f) = 0.5 at 0).
-    - ``freeze_interpolator``: keep the Lerp weight fixed (only meaningful for ``lerp``).
+    - ``preset``: ``probelab`` (default) or ``official``; fills each of the four knobs below that
+      is left as ``None``. A knob given explicitly wins over the preset.
+    - ``freeze_interpolator``: keep the interpolation factor fixed: the Lerp / Plerp logit, the
+      bias of the Dlerp / DlerpIn / MoE gates (their weights still train).
+    - ``gate_init``: ``zero`` (gate weights 0, so every token starts at w = sigmoid(f)) or ``random``
+      (torch's default ``nn.Linear`` init, bias = f; Plerp's lateral map = identity + 0.01·N(0, 1)).
+    - ``moe_divergence``: ``all`` (every real token) or ``routed`` (only tokens the MoE gate sends to
+      the expanded branch; with ``alpha="dynamic"`` weighted by the soft gate probability).
+    - ``detach_alpha``: with ``alpha="dynamic"``, use the interpolation weight as a constant
+      coefficient (True) or let the divergence's gradient reach the interpolator through it (False).
     - ``layers``: filled by :meth:`resolve` from the base model's layer count.
     """
 
@@ -57,19 +79,31 @@ class ExpansionConfig:
     alpha: float | str = 1.0
     cosine_margin: float = 0.0
     lerp_init: float = 0.0
-    freeze_interpolator: bool = False
+    preset: str = "probelab"
+    freeze_interpolator: bool | None = None
+    gate_init: str | None = None
+    moe_divergence: str | None = None
+    detach_alpha: bool | None = None
     base_model: str = ""
     num_base_layers: int | None = None
     layers: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ExpansionError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+        for knob, value in PRESETS[self.preset].items():
+            if getattr(self, knob) is None:
+                setattr(self, knob, value)
         self.validate()
 
     # ---- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
         for name, value, allowed in (("strategy", self.strategy, STRATEGY_NAMES),
                                      ("interpolator", self.interpolation, INTERPOLATOR_NAMES),
-                                     ("divergence", self.divergence, DIVERGENCE_NAMES)):
+                                     ("divergence", self.divergence, DIVERGENCE_NAMES),
+                                     ("preset", self.preset, PRESET_NAMES),
+                                     ("gate_init", self.gate_init, GATE_INIT_NAMES),
+                                     ("moe_divergence", self.moe_divergence, MOE_DIVERGENCE_NAMES)):
             if value not in allowed:
                 raise ExpansionError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if isinstance(self.alpha, str):
@@ -86,6 +120,9 @@ class ExpansionConfig:
                 raise ExpansionError(f"alpha must be >= 0, got {self.alpha}")
         if not isinstance(self.num_expanded, int) or isinstance(self.num_expanded, bool) or self.num_expanded < 1:
             raise ExpansionError(f"num_expanded must be a positive integer, got {self.num_expanded!r}")
+        for knob in ("freeze_interpolator", "detach_alpha"):
+            if not isinstance(getattr(self, knob), bool):
+                raise ExpansionError(f"{knob} must be true or false, got {getattr(self, knob)!r}")
         if not 0.0 <= self.cosine_margin < 2.0:
             raise ExpansionError(f"cosine_margin must be in [0, 2), got {self.cosine_margin}")
         if self.num_base_layers is not None:

@@ -29,7 +29,6 @@ from .layer import ControlLayer, ControlState
 from .strategies import CONCAT, STACK, operations_for
 
 OUTPUT_PROJECTIONS = ("o_proj", "down_proj")  # zeroed in a stacked copy (LLaMA-Pro identity init)
-FREEZABLE_INTERPOLATOR_PARAMS = ("logit",)     # what ``freeze_interpolator`` keeps fixed
 
 
 @dataclass
@@ -155,9 +154,7 @@ def freeze_for_training(model: nn.Module, structure: Structure, cfg: ExpansionCo
     model.requires_grad_(False)
     for m in structure.trainable_modules():
         m.requires_grad_(True)
-    if cfg.freeze_interpolator:
+    if cfg.freeze_interpolator:  # the interpolation factor: Lerp / Plerp logit, the gates' bias
         for c in structure.control_layers:
-            for name in FREEZABLE_INTERPOLATOR_PARAMS:
-                p = getattr(c.interpolator, name, None)
-                if isinstance(p, nn.Parameter):
-                    p.requires_grad_(False)
+            for name in getattr(c.interpolator, "freezable", ()):
+                c.interpolator.get_parameter(name).requires_grad_(False)

@@ -20,9 +20,12 @@ from .divergence import Divergence, masked_token_mean
 class ControlState:
     """What the layers of one model share during a forward pass (not a module: no parameters)."""
 
-    def __init__(self, divergence: Divergence, alpha: float | str) -> None:
+    def __init__(self, divergence: Divergence, alpha: float | str, *, detach_alpha: bool = True,
+                 moe_divergence: str = "all") -> None:
         self.divergence = divergence
         self.alpha = alpha
+        self.detach_alpha = detach_alpha
+        self.moe_divergence = moe_divergence  # "routed": MoE layers penalise only tokens sent to the expanded branch
         self.mask: torch.Tensor | None = None  # [B, S] padding mask of the current call (1 = real token)
         self.terms: list[torch.Tensor] = []     # one alpha-weighted divergence per merged layer
         self.recorder = None
@@ -39,11 +42,21 @@ class ControlState:
     def active(self) -> bool:
         return self.divergence.active and self.alpha != 0.0
 
-    def add_divergence(self, h_pre, h_exp, weight) -> None:
+    def add_divergence(self, h_pre, h_exp, weight, routed_probability=None) -> None:
+        """Record one merged layer's alpha-weighted divergence.
+
+        ``routed_probability`` (MoE with ``moe_divergence="routed"``): the soft gate probability of the
+        expanded branch ``[B, T, 1]``; then ``weight`` is the 0/1 routing, tokens kept on the pretrained
+        branch add 0, and a dynamic alpha is the soft probability (the mean still runs over all real
+        tokens, as in the official code).
+        """
         per_token = self.divergence.per_token(h_pre, h_exp)  # [B, T]
-        if self.alpha == "dynamic":  # alpha = the interpolation weight, used as a coefficient (detached)
-            w = weight.detach().float()
-            per_token = per_token * (w.squeeze(-1) if w.dim() == 3 else w)
+        if routed_probability is not None:
+            per_token = per_token * _per_token(weight.detach().float())
+            weight = routed_probability
+        if self.alpha == "dynamic":  # alpha = the interpolation weight, used as a coefficient
+            w = weight.float()
+            per_token = per_token * _per_token(w.detach() if self.detach_alpha else w)
         else:
             per_token = per_token * self.alpha
         self.terms.append(masked_token_mean(per_token, self.token_mask(per_token.shape[1])))
@@ -53,6 +66,10 @@ class ControlState:
         if not self.terms:
             return torch.zeros((), device=device)
         return torch.stack(self.terms).mean()
+
+
+def _per_token(w: torch.Tensor) -> torch.Tensor:
+    return w.squeeze(-1) if w.dim() == 3 else w
 
 
 def _first(out):
@@ -92,7 +109,10 @@ class ControlLayer(nn.Module):
         merged, weight = self.interpolator(hidden_states, h_pre, h_exp)
         state = self._state
         if state.active:
-            state.add_divergence(h_pre, h_exp, weight)
+            routed = None
+            if state.moe_divergence == "routed" and hasattr(self.interpolator, "expanded_probability"):
+                routed = self.interpolator.expanded_probability(hidden_states)
+            state.add_divergence(h_pre, h_exp, weight, routed)
         if state.recorder is not None:
             B, T = merged.shape[:2]
             w = weight.squeeze(-1) if weight.dim() == 3 else weight

@@ -88,7 +88,9 @@ class ControlLLMForCausalLM(PreTrainedModel, GenerationMixin):
         if model is None:
             model = AutoModelForCausalLM.from_config(copy.deepcopy(config.base_config))
         self.model = model
-        self._state = ControlState(build_divergence(self.expansion), self.expansion.alpha)
+        self._state = ControlState(build_divergence(self.expansion), self.expansion.alpha,
+                                   detach_alpha=self.expansion.detach_alpha,
+                                   moe_divergence=self.expansion.moe_divergence)
         self._structure = build_structure(model, self.expansion, self._state)
         self.freeze_pretrained()
         self.post_init()
