@@ -28,6 +28,9 @@ class ConfigError(ProbelabError):
     """A malformed or inconsistent training config."""
 
 
+OFFICIAL_WEIGHT_DECAY = 1e-2  # AdamW weight decay of the Control LLM authors' code (method.preset=official)
+
+
 RECIPES = ("csft", "cocomix")
 
 
@@ -52,7 +55,7 @@ class OptimCfg:
     lr: float = 1e-4  # peak AdamW learning rate
     min_lr_ratio: float = 0.1  # cosine decay ends at lr*min_lr_ratio
     warmup: int = 10  # linear warmup steps (lr/warmup, 2*lr/warmup, ..., lr)
-    weight_decay: float = 0.0  # AdamW weight decay (0: pure continual SFT, like the paper's recipe)
+    weight_decay: float = 0.0  # AdamW weight decay (0: probelab's choice; the official Control LLM code uses 1e-2, and so does method.preset=official unless set)
     betas: list = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas (both papers)
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     precision: str = "bf16"  # bf16 (autocast, fp32 master weights) | no (fp32)
@@ -193,7 +196,7 @@ class StudentCfg:  # a LlamaConfig; vocab and special ids come from the tokenize
     num_key_value_heads: int = 4
     intermediate_size: int = 512
     tie_word_embeddings: bool = True
-    insert_layer: int = 2  # concepts are predicted after this many blocks (paper: 4 of 8)
+    insert_layer: int = 2  # concepts are predicted after this many blocks (official configs: 3 of 8 at 69M, 5 of 24 at 386M/1B)
     topk: int = 32  # concepts kept before compression (paper: 32)
     lam: float = 0.1  # concept-loss weight (paper: 0.1)
 
@@ -316,6 +319,8 @@ def from_dict(raw: dict) -> TrainConfig | CoCoMixTrainConfig:
                 raise ConfigError(f"unknown config key {section}.{key}; known in {section}: {known}")
             setattr(sub, key, _coerce(value, getattr(sub, key), f"{section}.{key}"))
     cfg.run.out_dir = cfg.run.out_dir.replace("{method}", cfg.method.name)
+    if getattr(cfg.method, "preset", None) == "official" and "weight_decay" not in (raw.get("train") or {}):
+        cfg.train.weight_decay = OFFICIAL_WEIGHT_DECAY
     validate(cfg)
     return cfg
 

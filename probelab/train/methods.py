@@ -43,7 +43,9 @@ def _expansion(strategy: str):
         from ..models.control import ExpansionConfig, expand_model
 
         cfg = ExpansionConfig(strategy=strategy, interpolation=m.interpolation, num_expanded=m.num_expanded,
-                              divergence=m.divergence, alpha=m.alpha)
+                              divergence=m.divergence, alpha=m.alpha, preset=m.preset,
+                              freeze_interpolator=m.freeze_interpolator, gate_init=m.gate_init or None,
+                              moe_divergence=m.moe_divergence or None, detach_alpha=m.detach_alpha)
         return expand_model(model, cfg)
     return build
 
