@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import CaptureError
-from .container import Captures
-from .hf import SELECTIONS, capture_hf, position_ids_from_mask
+from .container import Captures, ShardedStates
+from .hf import SELECTIONS, capture_hf, mean_keep, position_ids_from_mask
 from .recorder import Recorder, decoder_layers, hook_residual, record
 
 BACKENDS: dict[str, Callable[..., Captures]] = {"hf": capture_hf}
@@ -23,9 +23,13 @@ def register_backend(name: str, fn: Callable[..., Captures]) -> None:
 def capture(model, tokenizer, texts, select: str = "last", backend: str = "hf", **kwargs) -> Captures:
     """Residual-stream states after every layer (and the embeddings) for ``texts``.
 
-    ``select``: ``last`` (last real token), ``mean`` (mean over real tokens, BOS excluded) or
-    ``all`` (every real token, ragged). Extra keyword arguments go to the backend
-    (``batch_size``, ``max_length``, ``progress``).
+    ``select``: ``last`` (last real token), ``mean`` (mean over real tokens except the first, an
+    attention sink; ``include_first=True`` keeps it) or ``all`` (every real token, ragged).
+    States come back float32 on the CPU for any model device, dtype or ``device_map``.
+    Extra keyword arguments go to the backend: ``batch_size``, ``max_length``, ``progress``,
+    ``layers`` (only these resid indices; the forward pass stops after the last one), ``out``
+    (a folder: states stream to safetensors shards while capturing, for corpora larger than memory;
+    ``overwrite``), ``include_first``. See :mod:`probelab.capture.hf`.
     """
     if backend == "transformer-lens" and backend not in BACKENDS:
         from . import tl  # noqa: F401  (registers itself; imports transformer-lens lazily)
@@ -35,4 +39,4 @@ def capture(model, tokenizer, texts, select: str = "last", backend: str = "hf", 
 
 
 __all__ = ["capture", "Captures", "Recorder", "record", "hook_residual", "decoder_layers", "SELECTIONS",
-           "register_backend", "BACKENDS", "position_ids_from_mask"]
+           "register_backend", "BACKENDS", "position_ids_from_mask", "mean_keep", "ShardedStates"]

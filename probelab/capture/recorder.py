@@ -21,11 +21,23 @@ _LAYER_PATHS = ("model.layers", "model.model.layers", "transformer.h", "gpt_neox
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """Keeps ``data[stream][layer]``; a later ``put`` of the same stream and layer replaces the earlier.
+
+    ``transform(stream, layer, value)``, when given, runs on every put (e.g. token selection and a move
+    to the CPU, so a GPU holds no recorded activations); what it returns is kept, ``None`` keeps nothing.
+    """
+
+    def __init__(self, transform=None) -> None:
         self.data: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+        self.transform = transform
 
     def put(self, stream: str, layer: int, value: torch.Tensor) -> None:
-        self.data[stream][layer] = value.detach()
+        value = value.detach()
+        if self.transform is not None:
+            value = self.transform(stream, layer, value)
+            if value is None:
+                return
+        self.data[stream][layer] = value
 
     def clear(self) -> None:
         self.data = defaultdict(dict)

@@ -15,28 +15,34 @@ import torch
 from ..errors import CaptureError
 from . import register_backend
 from .container import Captures
-from .hf import SELECTIONS, _select
+from .hf import SELECTIONS, STORE_DEVICE, STORE_DTYPE, _select
 
 
 def tl_hook_names(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
 
 
-def boot_bridge(model, tokenizer):
-    """A TransformerBridge over the same weights as ``model`` (loaded from a local folder)."""
+def boot_bridge(model, tokenizer, device=None, dtype=None):
+    """A TransformerBridge over the same weights as ``model`` (loaded from a local folder), on the
+    model's input device and in its dtype unless ``device`` / ``dtype`` say otherwise."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    from ..models.devices import input_device, model_dtype
+
+    device = str(device or input_device(model))
+    dtype = dtype or model_dtype(model)
     folder = Path(str(getattr(model, "name_or_path", "") or ""))
     if folder.is_dir() and (folder / "config.json").is_file():
-        return TransformerBridge.boot_transformers(str(folder), device="cpu")
+        return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
     with tempfile.TemporaryDirectory(prefix="probelab-tl-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        return TransformerBridge.boot_transformers(tmp, device="cpu")
+        return TransformerBridge.boot_transformers(tmp, device=device, dtype=dtype)
 
 
 @torch.no_grad()
-def capture_tl(model, tokenizer, texts, select: str = "last", bridge=None, **_ignored) -> Captures:
+def capture_tl(model, tokenizer, texts, select: str = "last", bridge=None, include_first: bool = False,
+               **_ignored) -> Captures:
     if select not in SELECTIONS:
         raise CaptureError(f"unknown token selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     texts = list(texts)
@@ -49,11 +55,10 @@ def capture_tl(model, tokenizer, texts, select: str = "last", bridge=None, **_ig
     for text in texts:
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
         tokens.append(tokenizer.convert_ids_to_tokens(ids[0].tolist()))
-        _, cache = bridge.run_with_cache(ids, names_filter=names)
+        _, cache = bridge.run_with_cache(ids.to(bridge.cfg.device), names_filter=names)
         mask = torch.ones_like(ids)
-        skip = ids[:, 0] == tokenizer.bos_token_id if tokenizer.bos_token_id is not None else torch.zeros(1, dtype=torch.bool)
         for i, name in enumerate(names):
-            per_layer[i].append(_select(cache[name].float(), mask, skip, select))
+            per_layer[i].append(_select(cache[name].to(STORE_DEVICE, STORE_DTYPE), mask, select, include_first))
     layers = list(range(len(names)))
     if select == "all":
         states = [torch.stack([per_layer[l][t][0] for l in layers]) for t in range(len(texts))]
