@@ -23,8 +23,9 @@ class CoCoMixConfig:
     """Where and how concepts are predicted and mixed.
 
     - ``insert_layer``: the concept predictor reads the residual stream after this many blocks
-      (HF ``hidden_states[insert_layer]``; the paper's 69M model: 4 of 8). Blocks from there on run
-      on the interleaved sequence ``h_1, c_1, h_2, c_2, ...``.
+      (HF ``hidden_states[insert_layer]``), and blocks ``insert_layer`` onwards run on the interleaved
+      sequence ``h_1, c_1, h_2, c_2, ...``. Default 3, as in the authors' 69M config (concepts
+      predicted before block index 3 of 8; their 386M and 1.38B configs: 5 of 24).
     - ``n_concepts``: C, the SAE dictionary size of the teacher (the predictor's output width).
     - ``topk``: k, concepts kept (by raw logit) before compression into one vector (paper: 32).
     - ``k_attr``: concept labels per token from the teacher's attribution scores (paper: 4).
@@ -33,7 +34,7 @@ class CoCoMixConfig:
     - ``teacher``: free-form provenance (teacher model, SAE id, hook, attribution variant).
     """
 
-    insert_layer: int = 4
+    insert_layer: int = 3
     n_concepts: int = 32768
     topk: int = 32
     k_attr: int = 4
