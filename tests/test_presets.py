@@ -279,3 +279,19 @@ def test_training_config_preset_reaches_the_model_and_the_optimizer():
     assert model.expansion.freeze_interpolator is False and model.expansion.gate_init == "random"
     with pytest.raises(ProbelabError, match="method.preset"):
         load_config(None, ["method.preset=paper"])
+
+
+def test_gpu_table1_config_is_lerp16_mse():
+    """Table 1's Control LLM row is Table 5's Lerp16-MSE (16 expanded blocks), with the official defaults."""
+    from probelab.models.control import ExpansionConfig
+    from probelab.resources import training_config
+    from probelab.train.config import load_config
+
+    path = training_config("gpu-llama3.1-8b-openmath2")
+    cfg = load_config(path)
+    m = cfg.method
+    name = ExpansionConfig(interpolation=m.interpolation, num_expanded=m.num_expanded, divergence=m.divergence,
+                           alpha=m.alpha, preset=m.preset).name
+    assert name == "Lerp16-MSE" and "Lerp16-MSE" in path.read_text() and "Lerp8" not in path.read_text()
+    assert ExpansionConfig(num_expanded=16).resolve(32).layers == list(range(1, 32, 2))
+    assert m.preset == "official" and cfg.train.weight_decay == 1e-2
