@@ -1,7 +1,12 @@
 """probelab: build and examine Control LLM and CoCoMix models.
 
-The top-level names are imported on first use, so ``import probelab`` (and ``probelab --help``)
-does not pay for torch and transformers until something needs them.
+The top-level names (``load_model``, ``capture``, ...) are imported on first use. ``import probelab``
+itself registers probelab's model types with transformers' Auto classes (it imports
+:mod:`probelab.models`, hence torch and transformers), so a saved Control LLM or CoCoMix folder
+loads with ``AutoModelForCausalLM.from_pretrained(folder)``. The one exception is the probelab
+command line starting up (:func:`_cli_starting`): there nothing heavy is imported, so ``probelab
+--help`` stays fast, and the commands that load a model import :mod:`probelab.models`, which
+registers then.
 
 >>> import probelab
 >>> model, tok = probelab.load_model("tiny-llama")
@@ -54,3 +59,30 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+# Modules whose import, when it is what brings probelab in, means the command line is starting.
+CLI_MODULES = ("probelab.cli",)
+
+
+def _cli_starting() -> bool:
+    """True when this ``import probelab`` happens because the command line is starting.
+
+    The test is explicit: is ``probelab.cli`` the module being imported right now? That covers the
+    ``probelab`` console script (``from probelab.cli import main``), ``python -m probelab.cli`` and
+    any ``from probelab.cli import ...``. The import system brings in the parent package first from
+    ``importlib._bootstrap._find_and_load_unlocked(name=...)`` (``runpy._get_module_details(mod_name=...)``
+    for ``-m``), so one of the frames below this one carries the submodule's name.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code.co_name
+        if code in ("_find_and_load_unlocked", "_get_module_details"):
+            name = frame.f_locals.get("name" if code == "_find_and_load_unlocked" else "mod_name")
+            if name in CLI_MODULES:
+                return True
+        frame = frame.f_back
+    return False
+
+
+if not _cli_starting():
+    from . import models as _models  # noqa: E402  registers the Auto classes (probelab.models)

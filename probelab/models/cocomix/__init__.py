@@ -7,18 +7,31 @@ mask and positions), ``model`` (the student), ``loss``, ``generation`` (KV-cache
 parameters, the width-matched NTP baseline), ``labels`` (teacher concept labels, cached), ``io``.
 
 Importing this package registers the ``cocomix`` folder kind, so ``probelab.load_model(folder)``
-loads saved students.
+loads saved students, and ``model_type: cocomix`` with transformers' ``AutoConfig`` /
+``AutoModelForCausalLM``.
 """
 from ..loading import register_folder_kind
 from .config import CoCoMixConfig
 from .io import load_cocomix, save_cocomix
-from .model import CoCoMixForCausalLM, CoCoMixOutput
+from .model import CoCoMixForCausalLM, CoCoMixLlamaConfig, CoCoMixOutput
 from .sizing import cocomix_active_parameters, llama_parameters, matched_ntp_config
 from .steering import steer_cocomix, steer_residual
 from .tiny import tiny_cocomix
 
+
+def register_auto_classes() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` know ``model_type: cocomix`` (idempotent)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if CoCoMixLlamaConfig.model_type not in CONFIG_MAPPING:
+        AutoConfig.register(CoCoMixLlamaConfig.model_type, CoCoMixLlamaConfig)
+        AutoModelForCausalLM.register(CoCoMixLlamaConfig, CoCoMixForCausalLM)
+
+
+register_auto_classes()
 register_folder_kind("cocomix", load_cocomix)
 
-__all__ = ["CoCoMixConfig", "CoCoMixForCausalLM", "CoCoMixOutput", "save_cocomix", "load_cocomix",
-           "tiny_cocomix", "steer_cocomix", "steer_residual", "matched_ntp_config",
-           "cocomix_active_parameters", "llama_parameters"]
+__all__ = ["CoCoMixConfig", "CoCoMixLlamaConfig", "CoCoMixForCausalLM", "CoCoMixOutput", "save_cocomix",
+           "load_cocomix", "register_auto_classes", "tiny_cocomix", "steer_cocomix", "steer_residual",
+           "matched_ntp_config", "cocomix_active_parameters", "llama_parameters"]

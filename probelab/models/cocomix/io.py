@@ -1,7 +1,8 @@
 """Save and load CoCoMix models as ordinary HF folders (config.json + model.safetensors + tokenizer).
 
-config.json is a ``LlamaConfig`` with one extra key, ``cocomix``; ``probelab.load_model(folder)``
-routes folders with that key here. Weights are safetensors only; no remote code is involved.
+config.json is a ``LlamaConfig`` with one extra key, ``cocomix``, and ``model_type: cocomix`` (folders
+saved before say ``llama`` and load the same way); ``probelab.load_model(folder)`` routes folders with
+that key here, and ``AutoModelForCausalLM`` loads them once probelab is imported. Weights are safetensors only; no remote code is involved.
 """
 from __future__ import annotations
 

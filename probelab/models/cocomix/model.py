@@ -36,6 +36,14 @@ from .steering import scale_concepts
 _CACHE_KW = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
 
 
+class CoCoMixLlamaConfig(LlamaConfig):
+    """A CoCoMix student's HF config: a ``LlamaConfig`` with its ``cocomix`` dict, saved with
+    ``model_type: cocomix`` so ``AutoModelForCausalLM`` (once probelab is imported) maps the folder to
+    :class:`CoCoMixForCausalLM`. It adds no field of its own."""
+
+    model_type = "cocomix"
+
+
 @dataclass
 class CoCoMixOutput:
     """What a forward pass returns. Shapes: B texts, T new tokens, V vocab, C concepts, k TopK."""
@@ -59,10 +67,13 @@ class CoCoMixForCausalLM(LlamaPreTrainedModel):
     ((1, 3, 259), (1, 3, 4))
     """
 
+    config_class = CoCoMixLlamaConfig
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["LlamaDecoderLayer"]
 
     def __init__(self, config: LlamaConfig):
+        if type(config) is LlamaConfig:  # a plain LlamaConfig (or a folder saved as model_type llama)
+            config.__class__ = CoCoMixLlamaConfig  # same fields; only the saved model_type changes
         super().__init__(config)
         block = getattr(config, "cocomix", None)
         if block is None:
