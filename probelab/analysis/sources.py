@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ProbelabError
 from . import cache
 
-CAPTURE_VERSION = 1  # bump when the reduction below changes
+CAPTURE_VERSION = 2  # bump when the reduction below changes (2: mean leaves out the first token, any tokenizer)
 
 
 @dataclass
@@ -24,7 +24,17 @@ class ModelSource:
     folder: Path | None = None
     pair: tuple | None = None
     name: str | None = None
+    device: str = "auto"  # where load() puts the model, and its dtype (probelab.models.devices)
+    dtype: str = "auto"
     _loaded: tuple | None = field(default=None, repr=False)
+
+    def dtype_key(self) -> str:
+        """The dtype the states are computed in (part of the cache key: bf16 states differ from fp32)."""
+        from ..models.devices import model_dtype, resolve_device, resolve_dtype
+
+        if self.pair is not None:
+            return str(model_dtype(self.pair[0]))
+        return str(resolve_dtype(self.dtype, resolve_device(self.device)))
 
     def fingerprint(self) -> str:
         if self.folder is not None:
@@ -39,12 +49,20 @@ class ModelSource:
             else:
                 from ..models import load_model
 
-                self._loaded = load_model(self.name if self.folder is None else self.folder)
+                self._loaded = load_model(self.name if self.folder is None else self.folder, device=self.device,
+                                          dtype=self.dtype)
         return self._loaded
 
 
-def resolve_source(spec) -> ModelSource:
-    """Turn a name, a path or a ``(model, tokenizer)`` tuple into a :class:`ModelSource`."""
+def resolve_source(spec, device: str = "auto", dtype: str = "auto") -> ModelSource:
+    """Turn a name, a path or a ``(model, tokenizer)`` tuple into a :class:`ModelSource`
+    (``device`` / ``dtype``: where a name or a path is loaded; an in-memory model stays where it is)."""
+    src = _resolve_source(spec)
+    src.device, src.dtype = str(device), str(dtype)
+    return src
+
+
+def _resolve_source(spec) -> ModelSource:
     if isinstance(spec, tuple) and len(spec) == 2:
         model = spec[0]
         label = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
@@ -66,7 +84,9 @@ def resolve_source(spec) -> ModelSource:
 
 
 def _reduce(per_text: list[np.ndarray], skip_first: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """``[L, T_i, d]`` per text → last-token and mean-token states ``[L, N, d]`` (BOS left out of the mean)."""
+    """``[L, T_i, d]`` per text → last-token and mean-token states ``[L, N, d]``; the mean leaves out each
+    text's first token (the attention sink, whether or not it is a BOS: ``probelab.capture.hf``) unless
+    it is the only one."""
     last = np.stack([t[:, -1] for t in per_text], axis=1)
     mean = np.stack([(t[:, 1:] if s and t.shape[1] > 1 else t).mean(axis=1)
                      for t, s in zip(per_text, skip_first)], axis=1)
@@ -78,8 +98,7 @@ def capture_arrays(model, tok, texts: list[str], batch_size: int = 16, progress:
     from ..capture import capture
 
     caps = capture(model, tok, texts, select="all", batch_size=batch_size, progress=progress)
-    bos = tok.bos_token
-    skip = [bool(toks) and bos is not None and toks[0] == bos for toks in caps.tokens]
+    skip = [True] * len(caps.tokens)  # the same mean rule as capture(select="mean")
     arrays: dict[str, np.ndarray] = {}
     for stream in caps.streams:
         per_text = [t.float().numpy() for t in caps.states[stream]]
@@ -124,7 +143,7 @@ class SideStates:
 def side_states(source: ModelSource, texts: list[str], use_cache: bool = True, batch_size: int = 16,
                 progress: bool | None = False) -> SideStates:
     """States of ``source`` on ``texts``, from the cache when possible."""
-    k = cache.key("capture", CAPTURE_VERSION, source.fingerprint(), texts) if use_cache else None
+    k = cache.key("capture", CAPTURE_VERSION, source.fingerprint(), source.dtype_key(), texts) if use_cache else None
     if k is not None:
         hit = cache.load_arrays("captures", k)
         if hit is not None:
