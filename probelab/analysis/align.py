@@ -164,13 +164,13 @@ def _model_input(ck: SideStates, base: SideStates) -> AlignmentInput:
 
 
 def gather_input(ckpt, base=None, texts: list[str] | None = None, use_cache: bool = True, batch_size: int = 16,
-                 progress: bool = False) -> AlignmentInput:
-    """Capture (or read from the cache) the two sides for ``texts``."""
-    ck = side_states(resolve_source(ckpt), texts, use_cache, batch_size, progress)
+                 progress: bool = False, device: str = "auto", dtype: str = "auto") -> AlignmentInput:
+    """Capture (or read from the cache) the two sides for ``texts`` (models loaded on ``device`` in ``dtype``)."""
+    ck = side_states(resolve_source(ckpt, device, dtype), texts, use_cache, batch_size, progress)
     if base is None:
         inp = _branch_input(ck)
     else:
-        inp = _model_input(ck, side_states(resolve_source(base), texts, use_cache, batch_size, progress))
+        inp = _model_input(ck, side_states(resolve_source(base, device, dtype), texts, use_cache, batch_size, progress))
     for t in TOKENS:
         check_finite(inp.a[t], "pretrained" if inp.mode == "branches" else "base", inp.layers, texts)
         check_finite(inp.b[t], "expanded" if inp.mode == "branches" else "checkpoint", inp.layers, texts)
