@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ProbelabError
-from ..paths import atomic_dir
+from ..paths import atomic_dir, check_out
 from . import cache, metrics, neighbors, pairs, score, umap_layers
 from .sources import SideStates, check_finite, resolve_source, side_states
 
@@ -87,12 +87,13 @@ class AlignmentResult:
 
         Console().print(self.summary_table())
 
-    def write(self, out: str | Path) -> Path:
-        """Write metrics.json, the CSV tables and report.html into ``out`` atomically."""
+    def write(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write metrics.json, the CSV tables and report.html into ``out`` atomically
+        (:func:`probelab.paths.atomic_dir`: ``overwrite`` replaces a folder probelab did not write)."""
         from .report import alignment_report
 
         out = Path(out)
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, overwrite=overwrite, kind="alignment") as tmp:
             (tmp / "metrics.json").write_text(json.dumps(_jsonable(self.metrics_json()), indent=1))
             for name, df in self.tables.items():
                 df.to_csv(tmp / f"{name}.csv", index=False)
@@ -180,7 +181,7 @@ def gather_input(ckpt, base=None, texts: list[str] | None = None, use_cache: boo
 # ---- analysis -----------------------------------------------------------------------------------
 @dataclass
 class AnalysisOptions:
-    k: int = 5                   # neighbours for retention@k
+    k: int | None = None         # neighbours for retention@k (None: 5, or n-1 for a smaller probe set)
     umap: bool = True            # compute the UMAP map (the slowest step)
     umap_metric: str = "cosine"  # UMAP / silhouette metric
     umap_normalize: bool = True  # L2-normalise states before UMAP (the paper normalises)
@@ -229,7 +230,12 @@ def analyze(inp: AlignmentInput, probe_set, opt: AnalysisOptions | None = None, 
     n = len(items)
     if n < 2:
         raise ProbelabError("alignment needs at least 2 probe sentences")
-    k = neighbors.default_k(n, opt.k)
+    if opt.k is None:
+        k = neighbors.default_k(n)
+    elif not 1 <= opt.k <= n - 1:  # never clamped: a larger k would change what the score means
+        raise ProbelabError(f"--k {opt.k} is out of range for {n} probe sentences: use 1..{n - 1}")
+    else:
+        k = opt.k
     idx = pairs.pair_index(items)
     L = len(inp.layers)
 
@@ -358,7 +364,7 @@ def _tables(inp, items, idx, per, pair_m, nn_lists, points, coords, k) -> dict[s
 # ---- one call ---------------------------------------------------------------------------------
 def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = None, *,
                   options: AnalysisOptions | None = None, batch_size: int = 16, progress: bool = True,
-                  **option_kwargs) -> AlignmentResult:
+                  overwrite: bool = False, **option_kwargs) -> AlignmentResult:
     """Align ``ckpt`` (a Control LLM checkpoint, or a fine-tune of ``base``) on a probe set.
 
     ``ckpt`` / ``base``: a model name, a folder, or an in-memory ``(model, tokenizer)``. Keyword options
@@ -368,6 +374,8 @@ def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = 
     """
     opt = options or AnalysisOptions(**option_kwargs)
     t0 = time.perf_counter()
+    if out is not None:  # refuse an unusable --out before the work
+        check_out(out, "alignment", overwrite)
     ps = resolve_probes(probes)
     inp = gather_input(ckpt, base, ps.texts, opt.use_cache, batch_size, None if progress else False)
     t1 = time.perf_counter()
@@ -375,7 +383,7 @@ def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = 
     res = analyze(inp, ps, opt, checkpoint=str(label(ckpt)), base=None if base is None else str(label(base)))
     t2 = time.perf_counter()
     if out is not None:
-        res.write(out)
+        res.write(out, overwrite=overwrite)
     t3 = time.perf_counter()
     res.timings = {"capture_s": t1 - t0, "analysis_s": t2 - t1, **res.timings, "write_s": t3 - t2,
                    "total_s": t3 - t0, "captures_cached": inp.cached}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ProbelabError
-from ..paths import atomic_dir
+from ..paths import atomic_dir, check_out
 from .report import fig_html, page, table_html
 
 CURVES = ("cosine", "euclidean", "relative_euclidean", "nn_retention", "pair_cosine_expanded", "pair_cosine_change")
@@ -99,10 +99,11 @@ def _figures(runs: list[dict], table: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def compare(dirs: list[str | Path], out: str | Path) -> tuple[Path, pd.DataFrame]:
+def compare(dirs: list[str | Path], out: str | Path, overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
     """Write ``out/compare.csv`` and ``out/compare.html`` for alignment folders ``dirs`` (in that order)."""
     if len(dirs) < 1:
         raise ProbelabError("compare needs at least one alignment folder")
+    check_out(out, "compare", overwrite)
     runs = [read_alignment(d) for d in dirs]
     names = [m["_name"] for m in runs]
     if len(set(names)) != len(names):  # same folder names in different parents: use the full paths
@@ -112,7 +113,7 @@ def compare(dirs: list[str | Path], out: str | Path) -> tuple[Path, pd.DataFrame
     body = ("<h1>probelab: alignment of " + html.escape(", ".join(m["_name"] for m in runs)) + "</h1>"
             + _figures(runs, table))
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind="compare") as tmp:
         table.to_csv(tmp / "compare.csv", index=False)
         (tmp / "compare.html").write_text(page("probelab compare", body), encoding="utf-8")
     return out, scores_table(runs)

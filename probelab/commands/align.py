@@ -7,25 +7,29 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from . import options
+
 
 def align_cmd(
     ckpt: str = typer.Argument(..., help="Control LLM checkpoint folder, model name, or a fine-tuned model (with --base)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written atomically)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: compare CKPT with it layer by layer."),
     probes: str = typer.Option("analogies", "--probes", help="Probe set name or file (.jsonl pairs / .txt)."),
-    k: int = typer.Option(5, "--k", help="Neighbours for retention@k."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Neighbours for retention@k: 1..n-1 for n probe "
+                                                             "sentences [default: 5, or n-1 if smaller]."),
     umap: bool = typer.Option(True, "--umap/--no-umap", help="Compute the UMAP map (the slowest step)."),
     metric: str = typer.Option("cosine", "--metric", help="UMAP / silhouette metric (cosine, euclidean, ...)."),
-    seed: int = typer.Option(0, "--seed", help="UMAP random_state."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="UMAP random_state."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the content-addressed capture/UMAP cache."),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Per-layer drift, semantic stability, neighbours and UMAP between two sides; writes DIR/metrics.json,
     CSV tables and report.html. Without --base, CKPT must be a Control LLM (pretrained vs expanded branch)."""
     from ..analysis import run_alignment
 
     res = run_alignment(ckpt, base=base, probes=probes, out=out, k=k, umap=umap, umap_metric=metric, seed=seed,
-                        use_cache=cache, batch_size=batch_size)
+                        use_cache=cache, batch_size=batch_size, overwrite=overwrite)
     con = Console()
     con.print(res.summary_table())
     t = res.timings
@@ -36,13 +40,14 @@ def align_cmd(
 def compare_cmd(
     dirs: List[Path] = typer.Argument(..., help="Alignment folders written by `probelab align`, in display order."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for compare.html and compare.csv."),
+    overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Several alignments side by side (e.g. the checkpoints of one run): one HTML page and one CSV."""
     from rich.table import Table
 
     from ..analysis import compare
 
-    folder, scores = compare(dirs, out)
+    folder, scores = compare(dirs, out, overwrite=overwrite)
     t = Table(title="alignment scores")
     for c in ("run", "mode", "alignment_score", "direction", "magnitude", "neighbourhood", "stability"):
         t.add_column(c, justify="left" if c in ("run", "mode") else "right")

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ProbelabError
+from . import options
 
 
 def capture_cmd(
@@ -19,8 +20,12 @@ def capture_cmd(
     batch_size: int = typer.Option(32, min=1, help="texts per forward pass"),
     padding_side: str = typer.Option(None, help="left | right (default: the tokenizer's)"),
     allow_network: bool = typer.Option(False, help="allow downloading a hub model"),
+    overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Capture the residual stream after every layer (and the embeddings) for a list of texts."""
+    from ..paths import check_out
+
+    check_out(out, "captures", overwrite)  # before anything heavy is imported or loaded
     from .. import capture, load_model, load_probes
     from ..summary import layer_summary, summary_table
 
@@ -39,7 +44,7 @@ def capture_cmd(
         tok.padding_side = padding_side
     caps = capture(m, tok, texts, select=select, backend=backend, batch_size=batch_size)
     caps.meta.update({"model": model, "probes": probes or ("analogies" if not text else None)})
-    caps.save(out)
+    caps.save(out, overwrite=overwrite)
     console = Console()
     if not caps.ragged:
         console.print(summary_table(layer_summary(caps, pairs), f"{model}: {len(texts)} texts, select={select}"))

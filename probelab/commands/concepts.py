@@ -30,8 +30,12 @@ def concepts_cmd(
     from ..sae.inspect import inspect_text
     from ..sae.labels import concept_labels
 
-    s = load_sae(sae, allow_network=allow_network or None)
     m, tok = load_model(model, allow_network=allow_network or None)
+    if sae == "default":  # before the default SAE is loaded (or trained)
+        from ..sae.load import check_default_fits
+
+        check_default_fits(m)
+    s = load_sae(sae, allow_network=allow_network or None)
     check_sae_fits(s, m)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,13 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import options
+
 
 def expand_cmd(
     base: str = typer.Argument(..., help="base model: a name (probelab models), a local folder or a hub id"),
     out: Path = typer.Argument(..., help="output folder (written atomically)"),
     strategy: str = typer.Option("concat", help="concat | stack | hybrid"),
     interpolation: str = typer.Option("lerp", help="lerp | dlerp | dlerpin | plerp | moe (concat layers)"),
-    num_expanded: int = typer.Option(8, "--num-expanded", "-n", help="number of expanded layers N"),
+    num_expanded: int = typer.Option(8, "--num-expanded", "-n", min=1, help="number of expanded layers N"),
     divergence: str = typer.Option("mse", help="mse | cosine | none"),
     alpha: str = typer.Option("1.0", help="divergence weight: a number (0 = off) or 'dynamic'"),
     cosine_margin: float = typer.Option(0.0, help="margin of the cosine divergence"),
@@ -32,10 +34,14 @@ def expand_cmd(
         None, "--detach-alpha/--no-detach-alpha",
         help="dynamic alpha as a constant coefficient (or with gradient) [default: from --preset]"),
     allow_network: bool = typer.Option(False, help="allow downloading a hub base model"),
+    overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Expand BASE as in Control LLM (arXiv 2501.10979) and save it as an HF folder in OUT."""
     from ..models import load_model
     from ..models.control import ExpansionConfig, expand_model, save_control
+    from ..paths import check_out
+
+    check_out(out, "model", overwrite, option="OUT")  # before the base model is loaded
 
     cfg = ExpansionConfig(strategy=strategy, interpolation=interpolation, num_expanded=num_expanded,
                           divergence=divergence, alpha=alpha, cosine_margin=cosine_margin,
@@ -43,7 +49,7 @@ def expand_cmd(
                           moe_divergence=moe_divergence, detach_alpha=detach_alpha, base_model=base)
     model, tok = load_model(base, allow_network=allow_network or None)
     control = expand_model(model, cfg)
-    save_control(control, out, tok)
+    save_control(control, out, tok, overwrite=overwrite)
 
     n_train = sum(p.numel() for p in control.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in control.parameters())

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from . import options
 
 sae_app = typer.Typer(help="Sparse autoencoders: train, info, eval, labels, select.", no_args_is_help=True)
 
@@ -17,10 +20,14 @@ def _load(sae: str, model: str | None, allow_network: bool, train_if_missing: bo
     from ..models import load_model
     from ..sae import check_sae_fits, load_sae
 
-    s = load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing)
     if model is None:
-        return s, None, None, None
+        return load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing), None, None, None
     m, tok = load_model(model, allow_network=allow_network or None)
+    if sae == "default":  # before the default SAE is loaded (or trained)
+        from ..sae.load import check_default_fits
+
+        check_default_fits(m)
+    s = load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing)
     return s, m, tok, check_sae_fits(s, m)
 
 
@@ -38,25 +45,34 @@ def train_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: the cached default SAE)"),
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
     layer: int = typer.Option(13, help="residual index (probelab.capture numbering; 13 = output of block 12)"),
-    d_sae: int = typer.Option(None, help="number of latents"),
-    k: int = typer.Option(None, help="active latents per token (TopK)"),
-    tokens: int = typer.Option(None, help="training tokens (SAE steps x batch; epochs over the cached activations)"),
-    cache_tokens: int = typer.Option(None, help="LM tokens whose activations are computed once and cached"),
-    lr: float = typer.Option(None, help="learning rate"),
-    batch_tokens: int = typer.Option(None, help="tokens per optimiser step"),
+    d_sae: int = typer.Option(None, min=1, help="number of latents"),
+    k: int = typer.Option(None, min=1, help="active latents per token (TopK; at most --d-sae)"),
+    tokens: int = typer.Option(None, min=1, help="training tokens (SAE steps x batch; epochs over the cached activations)"),
+    cache_tokens: int = typer.Option(None, min=1, help="LM tokens whose activations are computed once and cached"),
+    lr: float = typer.Option(None, min=0.0, help="learning rate (> 0, finite)"),
+    batch_tokens: int = typer.Option(None, min=1, help="tokens per optimiser step"),
     force: bool = typer.Option(False, help="retrain even if the output folder holds an SAE"),
+    overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Train a TopK SAE with sae-lens on offline Wikipedia intros; report held-out quality and time."""
     from ..errors import ProbelabError
     from ..sae.train import SAETrainConfig, default_sae_path, read_meta, train_sae
 
+    from ..paths import check_out
+
     target = out or default_sae_path()
     if (target / "cfg.json").is_file() and not force:
         raise ProbelabError(f"{target} already holds an SAE; pass --force to retrain")
+    check_out(target, "sae", overwrite)  # before the model is loaded
     overrides = {k_: v for k_, v in dict(d_sae=d_sae, k=k, training_tokens=tokens, cache_tokens=cache_tokens, lr=lr,
                                           batch_tokens=batch_tokens).items() if v is not None}
     cfg = SAETrainConfig(model=model, layer=layer, **overrides)
-    train_sae(cfg, target)
+    if cfg.k > cfg.d_sae:
+        raise typer.BadParameter(f"{cfg.k} active latents need at least as many latents (--d-sae is {cfg.d_sae})",
+                                 param_hint="'--k'")
+    if not math.isfinite(cfg.lr) or cfg.lr <= 0:
+        raise typer.BadParameter(f"the learning rate must be finite and > 0, not {cfg.lr}", param_hint="'--lr'")
+    train_sae(cfg, target, overwrite=overwrite)
     meta = read_meta(target)
     Console().print(_quality_table(f"{target} (held-out intros, first token skipped)", meta["heldout_quality"]))
     Console().print(f"trained in {meta['train_seconds']:.0f} s; hook {meta['hook_name']} = resid index {meta['resid_index']}")

@@ -174,10 +174,11 @@ def _auto_device_map(folder: Path | None, device: torch.device, dtype: torch.dty
     return None
 
 
-def save_hf_folder(model, folder: str | Path, tokenizer=None) -> Path:
+def save_hf_folder(model, folder: str | Path, tokenizer=None, overwrite: bool = False) -> Path:
     """Write ``model`` (``save_pretrained``, safetensors) and ``tokenizer`` if given to ``folder``, atomically
-    (:func:`probelab.paths.atomic_dir`); returns ``Path(folder)``. :func:`load_folder` reads it back."""
-    with atomic_dir(folder) as tmp:
+    (:func:`probelab.paths.atomic_dir`; ``overwrite`` replaces a folder probelab did not write); returns
+    ``Path(folder)``. :func:`load_folder` reads it back."""
+    with atomic_dir(folder, overwrite=overwrite, kind="model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -54,6 +54,20 @@ def check_sae_fits(sae, model) -> int:
     return index
 
 
+def check_default_fits(model) -> None:
+    """Raise a one-line :class:`SAESiteError` if the default SAE (trained for the embedded SmolLM2 at
+    residual index 13, d_in 576) cannot be placed on ``model``: checked before the default SAE is
+    loaded, so a model it does not fit never starts its 10-25 minute training."""
+    from .train import SAETrainConfig
+
+    layer, d_in = SAETrainConfig().layer, 576  # SmolLM2-135M's hidden size
+    d_model, n_layers = int(model.config.hidden_size), int(model.config.num_hidden_layers)
+    if d_model != d_in or layer > n_layers:
+        raise SAESiteError(f"the default SAE (for smollm2-135m: d_in={d_in}, residual index {layer}) does not fit this "
+                           f"model (hidden size {d_model}, {n_layers} blocks); train one for it: probelab sae train "
+                           "--model MODEL --out DIR, then pass --sae DIR")
+
+
 def load_sae(source: str | Path = "default", *, release: str | None = None, sae_id: str | None = None,
              allow_network: bool | None = None, device: str = "cpu", progress: bool = True,
              train_if_missing: bool = True):

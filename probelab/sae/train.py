@@ -18,6 +18,7 @@ with the training config, held-out quality numbers and wall time.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ProbelabError
-from ..paths import atomic_dir, cache_dir
+from ..paths import atomic_dir, cache_dir, scratch_root
 from .site import hf_hook_name
 
 PROBELAB_FILE = "probelab.json"
@@ -125,7 +126,7 @@ def cache_activations(cfg: SAETrainConfig, model_folder: str, texts: list[str], 
 
 
 def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = None, progress: bool = True,
-              model_and_tok=None, activations: str | Path | None = None):
+              model_and_tok=None, activations: str | Path | None = None, overwrite: bool = False):
     """Train, evaluate on held-out intros, save atomically to ``out``; return the loaded sae-lens SAE.
 
     Phase 1 caches ``cache_tokens`` LM activations (sae-lens ``CacheActivationsRunner``; or reuse
@@ -154,7 +155,9 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
         raise ProbelabError(f"layer {cfg.layer} is not a block output of this model (1..{n_layers})")
     train_texts, heldout = wiki_texts(cfg.n_heldout, seed=cfg.seed)
     out = Path(out) if out is not None else cache_dir() / "saes" / DEFAULT_NAME
-    scratch = Path(tempfile.mkdtemp(prefix="probelab-sae-", dir=cache_dir()))
+    # scratch under $PROBELAB_CACHE/tmp with the pid in its name: removed below on errors, Ctrl-C and
+    # SIGTERM, and by the next probelab run after a SIGKILL (probelab.paths.clean_scratch)
+    scratch = Path(tempfile.mkdtemp(prefix=f"probelab-sae-{os.getpid()}-", dir=scratch_root()))
     started = time.time()
     try:
         if activations is None:
@@ -168,7 +171,7 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
         kwargs.update(use_cached_activations=True, cached_activations_path=str(acts),
                       context_size=cfg.context_size - 1, seqpos_slice=(None,))
         proxy = HookedProxyLM(model, tok, hook_names=[cfg.hook_name])
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, overwrite=overwrite, kind="sae") as tmp:
             kwargs["output_path"] = str(tmp)
             runner_cfg = runner_cls(sae=sae_cfg, **kwargs)
             with warnings.catch_warnings():

@@ -75,11 +75,11 @@ def expand_model(model, config: ExpansionConfig | dict | None = None, **override
     return control.train(model.training)
 
 
-def save_control(model: ControlLLMForCausalLM, folder: str | Path, tokenizer=None) -> Path:
+def save_control(model: ControlLLMForCausalLM, folder: str | Path, tokenizer=None, overwrite: bool = False) -> Path:
     """Write ``model`` (and ``tokenizer``) as an HF folder, atomically: config.json + safetensors."""
     if not isinstance(model, ControlLLMForCausalLM):
         raise ProbelabError(f"save_control expects a ControlLLMForCausalLM, got {type(model).__name__}")
-    return save_hf_folder(model, folder, tokenizer)
+    return save_hf_folder(model, folder, tokenizer, overwrite=overwrite)
 
 
 def load_control(folder: str | Path, dtype: torch.dtype = torch.float32) -> ControlLLMForCausalLM:

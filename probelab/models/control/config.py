@@ -8,6 +8,7 @@ True
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ...errors import ProbelabError
@@ -116,8 +117,8 @@ class ExpansionConfig:
             raise ExpansionError(f"alpha must be a number or 'dynamic', got {self.alpha!r}")
         if not isinstance(self.alpha, str):
             self.alpha = float(self.alpha)
-            if self.alpha < 0:
-                raise ExpansionError(f"alpha must be >= 0, got {self.alpha}")
+            if not math.isfinite(self.alpha) or self.alpha < 0:  # nan would pass a `< 0` test
+                raise ExpansionError(f"alpha (--alpha) must be a finite number >= 0 or 'dynamic', got {self.alpha}")
         if not isinstance(self.num_expanded, int) or isinstance(self.num_expanded, bool) or self.num_expanded < 1:
             raise ExpansionError(f"num_expanded must be a positive integer, got {self.num_expanded!r}")
         for knob in ("freeze_interpolator", "detach_alpha"):
