@@ -295,3 +295,12 @@ def test_gpu_table1_config_is_lerp16_mse():
     assert name == "Lerp16-MSE" and "Lerp16-MSE" in path.read_text() and "Lerp8" not in path.read_text()
     assert ExpansionConfig(num_expanded=16).resolve(32).layers == list(range(1, 32, 2))
     assert m.preset == "official" and cfg.train.weight_decay == 1e-2
+
+
+def test_docs_preset_example_runs():
+    import doctest
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "control_llm.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0

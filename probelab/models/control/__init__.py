@@ -15,7 +15,8 @@ Public API::
 extra ``divergence_loss`` is a scalar tensor: the alpha-weighted divergence between the two
 branches, averaged over real (non-padding) tokens per merged layer, then over merged layers.
 It is 0 when ``divergence="none"``, ``alpha=0``, or the strategy is ``stack``. With
-``alpha="dynamic"`` each token's divergence is weighted by the (detached) interpolation weight.
+``alpha="dynamic"`` each token's divergence is weighted by the interpolation weight (detached unless
+``detach_alpha=False``; MoE with ``moe_divergence="routed"``: only routed tokens, by the soft gate).
 Pass ``attention_mask`` so padding is excluded.
 
 **Training.** :func:`expand_model` freezes everything pretrained (embeddings, every original

@@ -58,7 +58,7 @@ class ExpansionConfig:
       (alternate stack and concat over the chosen blocks, starting with stack).
     - ``interpolation``: how the two branches of a concat layer are merged (see ``interpolators.py``).
     - ``divergence``: ``mse`` | ``cosine`` | ``none``; ``alpha``: its weight, a number (0 turns it off)
-      or ``"dynamic"`` (per-token weight = the interpolation weight, detached).
+      or ``"dynamic"`` (per-token weight = the interpolation weight; see ``detach_alpha``).
     - ``lerp_init``: initial logit f of the Lerp / Dlerp bias (w = sigmoid(f) = 0.5 at 0).
     - ``preset``: ``probelab`` (default) or ``official``; fills each of the four knobs below that
       is left as ``None``. A knob given explicitly wins over the preset.
