@@ -13,5 +13,6 @@ pages = [
             default=True),
     st.Page("views/concepts.py", title="Concepts", url_path="concepts"),
     st.Page("views/steering.py", title="Steering", url_path="steering"),
+    st.Page("views/lens.py", title="Lens", url_path="lens"),
 ]
 st.navigation(pages).run()
