@@ -1,6 +1,8 @@
-"""Pieces of the continual-SFT training recipe (``training/train_csft.py`` reads top to bottom
-and uses them): config files, the method registry, deterministic batches, checkpoints, curves."""
-from .config import TrainConfig, load_config
+"""probelab's training stack: one config system, run-folder rules, checkpoints, LR schedule and metric
+logs shared by two loops that read top to bottom, :mod:`probelab.train.csft` (continual SFT: full,
+partial, stack, hybrid, Control LLM) and :mod:`probelab.train.cocomix` (CoCoMix and its NTP baseline).
+``probelab train --config X`` runs the recipe that the config's ``run.recipe`` names."""
+from .config import CoCoMixTrainConfig, TrainConfig, load_config
 from .methods import METHODS, apply_method
 
-__all__ = ["TrainConfig", "load_config", "METHODS", "apply_method"]
+__all__ = ["TrainConfig", "CoCoMixTrainConfig", "load_config", "METHODS", "apply_method"]

@@ -9,7 +9,9 @@ A checkpoint folder ``<out>/checkpoints/step-000100/`` holds
 
 Folders are written with :func:`probelab.paths.atomic_dir` and ``checkpoints/latest`` (a text
 file naming the newest folder) is replaced atomically after it, so a kill at any moment leaves
-the previous checkpoint usable. State dicts go through ``torch.distributed.checkpoint.state_dict``
+the previous checkpoint usable. Every checkpoint records the ``run_id`` of the run that wrote it;
+pruning deletes only that run's older checkpoints, never another run's. A checkpoint is written
+only when every trained tensor is finite. State dicts go through ``torch.distributed.checkpoint.state_dict``
 so plain, DDP and FSDP models are saved with the same canonical parameter names.
 """
 from __future__ import annotations
@@ -51,18 +53,41 @@ def gather(model, optimizer, distributed: bool = False) -> tuple[dict, dict, lis
     params = {n: msd[n].detach().to("cpu", copy=True).contiguous() for n in names}
     flat = {f"{n}{SEP}{k}": torch.as_tensor(v).detach().to("cpu", copy=True).contiguous()
             for n, st in osd["state"].items() for k, v in st.items()}
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd["param_groups"]]
+    # the LR scheduler's initial_lr is not optimizer state: the schedule is rebuilt from the config on resume
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "initial_lr"}
+              for g in osd["param_groups"]]
     return params, flat, groups
+
+
+def first_nonfinite(tensors) -> str | None:
+    """The name of the first floating-point tensor with a NaN or inf among ``(name, tensor)`` pairs."""
+    for name, t in tensors:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+class NonFiniteError(ProbelabError):
+    """A trained tensor became NaN or inf: nothing is saved from that state."""
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, extra: dict, is_main: bool = True,
                     distributed: bool = False, keep: int = 2) -> Path | None:
-    """Write ``ckpt_root/step-{step:06d}`` atomically (main process) and point ``latest`` at it."""
+    """Write ``ckpt_root/step-{step:06d}`` atomically (main process) and point ``latest`` at it.
+
+    ``extra`` goes into state.json; its ``run_id`` decides which older checkpoints pruning may
+    delete (this run's, beyond the newest ``keep``). Refuses (:class:`NonFiniteError`) when a
+    trained parameter or optimizer tensor is not finite, so ``latest`` always names a usable state.
+    """
     params, flat, groups = gather(model, optimizer, distributed)  # collective under FSDP: all ranks
     if not is_main:
         return None
+    bad = first_nonfinite(params.items()) or first_nonfinite(flat.items())
+    if bad:
+        raise NonFiniteError(f"step {step}: {bad} is not finite (nan or inf); no checkpoint written, "
+                             f"the last good one is {Path(ckpt_root) / 'latest'}")
     target = Path(ckpt_root) / f"step-{step:06d}"
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:  # a same-step folder left by a killed attempt of this run
         save_file(params, str(tmp / "trainable.safetensors"))
         save_file(flat, str(tmp / "optimizer.safetensors"))
         rng = {"torch_cpu": torch.get_rng_state()}
@@ -74,7 +99,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, extra: dict, i
                  "python_random": _jsonable(random.getstate()), **extra}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
     atomic_write_text(Path(ckpt_root) / "latest", target.name + "\n")
-    _prune(Path(ckpt_root), keep)
+    _prune(Path(ckpt_root), keep, extra.get("run_id"), step)
     return target
 
 
@@ -86,11 +111,30 @@ def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
 
 
-def _prune(root: Path, keep: int) -> None:
-    if keep <= 0:
+def _run_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "state.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _prune(root: Path, keep: int, run_id: str | None, step: int) -> None:
+    """Delete this run's checkpoints except the newest ``keep`` up to ``step``; its checkpoints past
+    ``step`` (written by an attempt that was killed before ``latest`` moved) are stale and go too.
+    Checkpoints of other runs are never touched."""
+    if keep <= 0 or run_id is None:
         return
-    folders = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for old in folders[:-keep]:
+    mine = []
+    for folder in root.glob("step-*"):
+        if folder.is_dir() and _run_of(folder) == run_id:
+            try:
+                mine.append((int(folder.name.split("-", 1)[1]), folder))
+            except ValueError:
+                continue
+    mine.sort()
+    upto = [f for s, f in mine if s <= step]
+    stale = [f for s, f in mine if s > step]
+    for old in upto[:-keep] + stale:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -142,7 +186,8 @@ def load_checkpoint(folder: Path, model, optimizer, distributed: bool = False) -
     for key, t in flat.items():
         name, _, sub = key.partition(SEP)
         opt_state.setdefault(name, {})[sub] = t
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in state["param_groups"]]
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "initial_lr"}
+              for g in state["param_groups"]]
     opts = StateDictOptions(full_state_dict=True, strict=False, cpu_offload=distributed)
     try:
         set_model_state_dict(model, params, options=opts)
