@@ -1,4 +1,5 @@
-"""Steered vs unsteered greedy generation of one prompt (what ``probelab steer`` prints, as data).
+"""Steered vs unsteered greedy generation of one prompt (what ``probelab steer`` prints, as data),
+and the page's dose-response sweep (:mod:`probelab.steering_sweep`) as a table.
 
 - a CoCoMix model: the concepts' predicted logits are multiplied by ``factor`` before TopK
   (:func:`probelab.models.cocomix.steer_cocomix`);
@@ -25,6 +26,8 @@ def greedy(model, tok, prompt: str, max_new_tokens: int = 20) -> str:
     from .concepts import is_cocomix
 
     enc = tok(prompt, return_tensors="pt")
+    device = next(model.parameters()).device
+    enc = {k: v.to(device) for k, v in enc.items()}
     with torch.no_grad():
         if is_cocomix(model):
             out = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
@@ -56,3 +59,36 @@ def steer_pair(model, tok, prompt: str, concepts: Mapping[int, float], sae=None,
         steered = greedy(model, tok, prompt, max_new_tokens)
     plain = greedy(model, tok, prompt, max_new_tokens)
     return {"unsteered": plain, "steered": steered, "how": how}
+
+
+def parse_targets(text: str) -> list[str]:
+    """Target tokens typed as ``a | b | c`` (spaces inside a target are kept: `` Paris``), empty ones dropped.
+
+    >>> parse_targets("| Paris| London |")
+    [' Paris', ' London ']
+    """
+    return [t for t in (text or "").split("|") if t.strip()]
+
+
+def sweep(model, tok, prompt: str, concept: int, scales, sae=None, max_new_tokens: int = 20,
+          targets=(), label: str = ""):
+    """:func:`probelab.steering_sweep.steering_sweep` (the concept's ``label`` shown with it)."""
+    from ..steering_sweep import steering_sweep
+
+    return steering_sweep(model, tok, prompt, int(concept), scales, sae=sae, max_new_tokens=max_new_tokens,
+                          targets=targets, label=label or "(no label)")
+
+
+def sweep_frame(result):
+    """The dose-response table as a DataFrame (one row per scale, numbers kept as numbers)."""
+    import pandas as pd
+
+    rows = []
+    for r in result.rows:
+        row = {"scale": r.scale, result.measure: r.activation if result.kind == "sae" else r.logit}
+        if result.kind == "cocomix":
+            row["chosen"] = r.chosen
+        row.update({f"p({t!r})": r.targets[t] for t in result.target_tokens})
+        row.update({"kl": r.kl, "ppl": r.perplexity, "continuation": r.text, "changed": r.changed})
+        rows.append(row)
+    return pd.DataFrame(rows)
