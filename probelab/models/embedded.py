@@ -34,11 +34,45 @@ def embedded_cache_path(name: str = "smollm2-135m") -> Path:
     return cache_dir() / "models" / name
 
 
+def _check_cache(target: Path) -> None:
+    """One-line error, naming the folder to delete, if the cached safetensors file is cut short or
+    its header unreadable (a full disk or a kill during a copy): checked without loading it."""
+    import json
+    import struct
+
+    f = target / "model.safetensors"
+    try:
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        ok = f.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        ok = False
+    if not ok:
+        raise ModelNotFound(f"the cached embedded model {f} is corrupt (cut short or unreadable); delete the "
+                            f"folder (rm -r {target}) and probelab rebuilds it from the GGUF on the next load")
+
+
 def materialize_embedded(name: str = "smollm2-135m") -> Path:
-    """Dequantize the GGUF into a safetensors folder in the cache (once) and return its path."""
+    """Dequantize the GGUF into a safetensors folder in the cache (once) and return its path.
+
+    The first conversion holds a lock (``models/.NAME.lock``): a second process waits for it and
+    then reads the folder instead of converting again."""
+    from ..locks import file_lock
+
     target = embedded_cache_path(name)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        _check_cache(target)
         return target
+    with file_lock(target.parent / f".{name}.lock", what=f"the embedded model's cache {target}"):
+        if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+            _check_cache(target)
+            return target  # another process converted it while this one waited
+        return _convert(name, target)
+
+
+def _convert(name: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_folder()

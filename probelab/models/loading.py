@@ -74,6 +74,32 @@ def _check_weights(folder: Path) -> None:
             raise ProbelabError(f"corrupt safetensors file {f}: {str(e).splitlines()[0]}") from None
 
 
+def _shape_mismatch(folder: Path) -> str:
+    """The first weight whose shape differs from what config.json builds (for a one-line error)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in
+                    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).state_dict().items()}
+        n, first = 0, None
+        for f in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    got = tuple(sf.get_slice(k).get_shape())
+                    if k in want and want[k] != got:
+                        n += 1
+                        first = first or (k, got, want[k])
+        if n:
+            k, got, exp = first
+            return (f"{n} weight(s) do not match config.json, e.g. {k} is {list(got)} in the file but {list(exp)} "
+                    "by the config (a config.json from another model?)")
+    except Exception:
+        pass
+    return "the weights' shapes do not match config.json (a config.json from another model?)"
+
+
 def load_folder(folder: str | Path, dtype: torch.dtype | str = torch.float32, *,
                 device: str | torch.device | None = None, device_map: dict | str | None = None):
     """Load a local HF folder (plain, Control LLM or CoCoMix) and its tokenizer.
@@ -104,6 +130,8 @@ def load_folder(folder: str | Path, dtype: torch.dtype | str = torch.float32, *,
     except ProbelabError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
+        if "ignore_mismatched_sizes" in str(e):  # transformers refers to a report the CLI does not show
+            raise ProbelabError(f"cannot load model from {folder}: {_shape_mismatch(folder)}") from None
         raise ProbelabError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from None
     _ensure_pad(tok)
     return model.eval(), tok
