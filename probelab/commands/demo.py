@@ -2,7 +2,8 @@
 
 1. load the embedded SmolLM2-135M and capture the analogy probes at every layer (summary table);
 2. expand it into a Control LLM (Lerp + MSE, 6 expanded blocks) and run the CPU smoke continual-SFT
-   recipe (``training/configs/cpu-smoke.yaml``: 3-digit addition, a few minutes on 2 cores);
+   recipe (:mod:`probelab.train.csft` on the packaged config ``cpu-smoke``, i.e.
+   ``training/configs/cpu-smoke.yaml``: 3-digit addition, a few minutes on 2 cores);
 3. align the trained checkpoint's pretrained vs expanded branches on the analogy probes and write the
    report (metrics.json, CSVs, report.html).
 Outputs go to ``$PROBELAB_CACHE/demo``; a finished training run is reused (``--retrain`` redoes it).
@@ -40,7 +41,8 @@ def capture_step(console: Console, model_name: str, out: Path):
 
 
 def train_step(console: Console, out: Path, retrain: bool) -> Path:
-    from .train import script_path
+    from ..resources import training_config
+    from ..train.csft import main as train_csft
 
     run = out / "cpu-smoke"
     final = run / "final"
@@ -49,13 +51,10 @@ def train_step(console: Console, out: Path, retrain: bool) -> Path:
     if (final / "config.json").is_file():
         _step(console, 2, f"reusing the trained Control LLM at {final} (--retrain to redo it)")
         return final
-    config = script_path().parent / "configs" / "cpu-smoke.yaml"
+    config = training_config("cpu-smoke")
     _step(console, 2, f"expanding into a Control LLM (Lerp + MSE, 6 blocks) and training it: {config.name}")
-    import runpy
-
     t0 = time.perf_counter()
-    runpy.run_path(str(script_path()), run_name="probelab_demo")["main"](
-        ["--config", str(config), "--set", f"run.out_dir={run}"])
+    train_csft(["--config", str(config), "--set", f"run.out_dir={run}"])
     if not (final / "config.json").is_file():
         raise ProbelabError(f"training finished without a final checkpoint in {final}")
     console.print(f"    trained in {time.perf_counter() - t0:.0f} s; curves: {run / 'curves.html'}")
