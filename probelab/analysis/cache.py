@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..locks import file_lock
 from ..paths import atomic_write_bytes, cache_dir
 
 VERSION = 1  # bump when the meaning of a cached array changes
@@ -74,9 +75,16 @@ def file_digest(path: str | Path) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
-    index[sid] = h.hexdigest()
-    atomic_write_bytes(index_file, json.dumps(index).encode())
-    return index[sid]
+    digest = h.hexdigest()
+    with file_lock(index_file.with_name(".file-digests.lock"), timeout=60, what=index_file):
+        try:  # re-read under the lock: another process may have added entries meanwhile
+            index = json.loads(index_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            index = {}
+        index = {k: v for k, v in index.items() if Path(k.split("|", 1)[0]).exists()}  # forget deleted files
+        index[sid] = digest
+        atomic_write_bytes(index_file, json.dumps(index).encode())
+    return digest
 
 
 def folder_fingerprint(folder: str | Path) -> str:
@@ -100,6 +108,31 @@ def model_fingerprint(model) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _sample_digest(model) -> str:
+    """A cheap digest of an in-memory model: every tensor's name, shape, dtype and first and last
+    1024 values (catches weights changed after loading without hashing them all)."""
+    import torch
+
+    h = _hasher()
+    for name, t in model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        part = torch.cat([flat[:1024], flat[-1024:]]) if flat.numel() > 2048 else flat
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(part.cpu().contiguous().view(torch.uint8).numpy().tobytes() if part.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_key(model) -> str:
+    """What a model's outputs depend on, keyed by content, never by path: a model loaded from a
+    folder (``config._name_or_path``) is the digest of the folder's files (memoised by size, mtime
+    and inode, so replacing the files in place changes it) plus a sample of the in-memory weights;
+    any other model is the digest of all its weights."""
+    folder = Path(str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""))
+    if str(folder) and folder.is_dir() and any(folder.glob("*.safetensors")):
+        return key("weights-folder", folder_fingerprint(folder), _sample_digest(model))
+    return key("weights-memory", model_fingerprint(model))
 
 
 def tokenizer_fingerprint(tok) -> str:

@@ -156,13 +156,15 @@ def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int
 
 
 def _cache_key(sae, model, texts: list[str], sae_path, n_contexts: int) -> str:
+    from ..analysis.cache import folder_fingerprint, weights_key
+
     h = hashlib.sha1()
-    h.update(str(getattr(model.config, "_name_or_path", type(model).__name__)).encode())
+    h.update(weights_key(model).encode())  # the weights' content, not the path: a model replaced in place misses
     h.update(f"{sae.cfg.d_in}/{sae.cfg.d_sae}/{n_contexts}/{VERSION}".encode())
     h.update(sae.W_dec.detach().float().flatten()[:4096].numpy().tobytes())
     h.update(sae.W_enc.detach().float().flatten()[:4096].numpy().tobytes())
     for t in texts:
         h.update(t.encode())
-    if sae_path is not None:
-        h.update(str(Path(sae_path).resolve()).encode())
+    if sae_path is not None and Path(sae_path).is_dir():
+        h.update(folder_fingerprint(sae_path).encode())
     return h.hexdigest()[:20]
