@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
 
 def timed_step(model, opt, ids, labels) -> float:
-    from train_cocomix import compute_loss
+    from probelab.train.cocomix import compute_loss
 
     t = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -37,7 +33,7 @@ def timed_step(model, opt, ids, labels) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--config", default="training/configs/cocomix_cpu.yaml")
+    p.add_argument("--config", default="cocomix_cpu", help="a CoCoMix training config (file or packaged name)")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--label-batch", type=int, default=8)
@@ -47,22 +43,21 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(2)
 
-    from train_cocomix import build_model, load_config, make_optimizer
-
     from probelab.models import load_model
+    from probelab.train.cocomix import build_model, make_optimizer
+    from probelab.train.config import load_config
 
-    cfg = load_config(["--config", args.config])
-    _, tok = load_model(cfg["data"]["tokenizer"])
-    n_concepts = cfg["teacher"]["n_concepts"] or 4608  # the SAE width C (default SAE: 2304)
-    T = cfg["data"]["block_size"]
+    cfg = load_config(args.config, ["run.recipe=cocomix"])
+    _, tok = load_model(cfg.data.tokenizer)
+    n_concepts = cfg.teacher.n_concepts or 4608  # the SAE width C (default SAE: 2304)
+    T = cfg.data.block_size
     models = {}
     for mode in ("cocomix", "ntp"):
-        cfg["mode"] = mode
-        m = build_model(cfg, tok, n_concepts).train()
-        models[mode] = (m, make_optimizer(m, cfg["optim"]))
+        m = build_model(cfg, tok, n_concepts, kind=mode).train()
+        models[mode] = (m, make_optimizer(m, cfg.train))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, len(tok), (args.batch, T), generator=g)
-    labels = torch.randint(0, n_concepts, (args.batch, T, cfg["teacher"]["k_attr"]), generator=g)
+    labels = torch.randint(0, n_concepts, (args.batch, T, cfg.teacher.k_attr), generator=g)
     times = {"cocomix": [], "ntp": []}
     for i in range(args.steps + 1):  # first round is warm-up
         for mode in ("cocomix", "ntp") if i % 2 == 0 else ("ntp", "cocomix"):
@@ -83,7 +78,7 @@ def main() -> None:
 
     from probelab.sae import ConceptLabeler
 
-    teacher, _ = load_model(cfg["teacher"]["model"])
+    teacher, _ = load_model(cfg.teacher.model)
     if args.random_sae:
         from probelab.sae.tiny import tiny_sae
 
@@ -91,18 +86,18 @@ def main() -> None:
     else:
         from probelab.sae import load_sae
 
-        name = args.sae or cfg["teacher"]["sae"]
+        name = args.sae or cfg.teacher.sae
         sae, which = load_sae(name), f"SAE {name}"
     lids = ids[: args.label_batch]
     res = {}
     for bf16 in (False, True):
-        lab = ConceptLabeler(teacher, sae, k_attr=cfg["teacher"]["k_attr"], variant=cfg["teacher"]["variant"],
+        lab = ConceptLabeler(teacher, sae, k_attr=cfg.teacher.k_attr, variant=cfg.teacher.variant,
                              batch_size=args.label_batch, autocast=torch.bfloat16 if bf16 else None)
         lab(lids[:1, :16])  # warm-up
         t = time.perf_counter()
         lab(lids, torch.ones_like(lids))
         res[bf16] = lids.numel() / (time.perf_counter() - t)
-    print(f"teacher labels ({cfg['teacher']['model']} + {which}, variant {cfg['teacher']['variant']}): "
+    print(f"teacher labels ({cfg.teacher.model} + {which}, variant {cfg.teacher.variant}): "
           f"fp32 {res[False]:.0f} tok/s, bf16 autocast {res[True]:.0f} tok/s")
     step_tps = tokens / med["cocomix"]
     print(f"on-the-fly labelling would make a CoCoMix step {1 + step_tps / res[True]:.1f}x slower "

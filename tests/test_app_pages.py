@@ -78,7 +78,8 @@ def paste_probes(at: AppTest, text: str) -> None:
 
 
 # ---- alignment ---------------------------------------------------------------------------------
-def test_alignment_opens_on_panel_a_with_plots_tables_and_downloads():
+def test_alignment_opens_on_panel_a_with_plots_tables_and_downloads(monkeypatch):
+    monkeypatch.setenv("PROBELAB_APP_TRAINING", "1")  # AppTest has no server address: allow the smoke-run button
     at = start()
     ok(at)
     assert at.title[0].value == "Hidden-state alignment"
@@ -95,7 +96,7 @@ def test_alignment_opens_on_panel_a_with_plots_tables_and_downloads():
     assert {"metrics.json", "report.html", "layers.csv", "probes.csv", "pairs.csv", "neighbors.csv"} <= labels
     assert [r.label for r in at.sidebar.radio][:1] == ["source"]
     assert at.sidebar.text_input(key="at_base").value == "tiny-llama"
-    assert at.sidebar.button(key="train_go").label == "start the CPU smoke run"  # training/train_csft.py exists
+    assert at.sidebar.button(key="train_go").label == "start the CPU smoke run"  # the cpu-smoke config exists
 
 
 def test_alignment_on_pasted_probes_and_an_empty_probe_list():

@@ -1,4 +1,5 @@
-"""The CoCoMix training script end to end at toy size: single process + resume, 2-process CPU DDP, the CLI."""
+"""CoCoMix training (probelab.train.cocomix, the shared stack) end to end at toy size: single process +
+exact resume, 2-process CPU DDP, the steer CLI."""
 from __future__ import annotations
 
 import csv
@@ -26,42 +27,49 @@ def sae_dir(tmp_path_factory):
 def toy_args(sae_dir, out, labels_dir, steps=4, extra=()):
     sets = {"teacher.model": "tiny-llama", "data.tokenizer": "tiny-llama", "teacher.sae": str(sae_dir),
             "teacher.cache_dir": str(labels_dir), "data.train_tokens": 2048, "data.val_tokens": 512,
-            "data.block_size": 32, "data.val_texts": 20, "optim.batch_size": 4, "optim.steps": steps,
-            "optim.warmup_steps": 2, "eval_every": 2, "save_every": 100, "student.hidden_size": 32,
+            "data.block_size": 32, "data.val_texts": 20, "train.micro_batch": 4, "train.steps": steps,
+            "train.warmup": 2, "eval.every": 2, "train.checkpoint_every": 100, "student.hidden_size": 32,
             "student.intermediate_size": 64, "student.num_hidden_layers": 2, "student.insert_layer": 1,
-            "student.topk": 4, "progress": False, "teacher.autocast_bf16": False}
-    args = ["--out-dir", str(out)]
+            "student.topk": 4, "run.progress": False, "teacher.autocast_bf16": False, "run.out_dir": str(out),
+            "teacher.n_concepts": "null", "train.precision": "no"}
+    args = ["--config", "cocomix_cpu"]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     return args + list(extra)
 
 
-def rows(out):
-    return list(csv.DictReader((Path(out) / "metrics.csv").open()))
+def rows(out, name="metrics"):
+    return list(csv.DictReader((Path(out) / f"{name}.csv").open()))
 
 
 def test_train_resume_equals_uninterrupted(sae_dir, tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))
-    from train_cocomix import main
     from safetensors.torch import load_file
+
+    from probelab.train.cocomix import main
 
     labels = tmp_path / "labels"
     main(toy_args(sae_dir, tmp_path / "full", labels))
-    main(toy_args(sae_dir, tmp_path / "split", labels, extra=["--stop-after", "2"]))
+    main(toy_args(sae_dir, tmp_path / "split", labels, extra=["--set", "run.stop_after=2"]))
     assert [r["step"] for r in rows(tmp_path / "split")][-1] == "2"
+    assert (tmp_path / "split" / "checkpoints" / "latest").read_text().strip() == "step-000002"
+    assert not (tmp_path / "split" / "final").exists()
     main(toy_args(sae_dir, tmp_path / "split", labels))  # resumes at step 2
-    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
-    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    r = rows(tmp_path / "split")
-    assert [x["step"] for x in r] == ["0", "1", "2", "3", "4"]
-    assert float(r[-1]["concept_loss"]) > 0 and float(r[-1]["val_ppl"]) > 1
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "final" / "model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # the same stack: bit-exact resume
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [x["step"] for x in split] == ["1", "2", "3", "4"]
+    assert [x["loss"] for x in split] == [x["loss"] for x in full] and [x["lr"] for x in split] == [x["lr"] for x in full]
+    ev = rows(tmp_path / "split", "evals")
+    assert [x["step"] for x in ev] == ["0", "2", "4"] and float(ev[-1]["val_ppl"]) > 1
+    assert ev == rows(tmp_path / "full", "evals")
+    assert float(split[-1]["concept_loss"]) > 0
     from probelab.models import load_model
     from probelab.models.cocomix import CoCoMixForCausalLM
 
-    model, _ = load_model(tmp_path / "full" / "model")
+    model, _ = load_model(tmp_path / "full" / "final")
     assert isinstance(model, CoCoMixForCausalLM)
-    # the NTP baseline trains from the same script
+    # the NTP baseline trains from the same loop (the former script's --mode spelling still works)
     main(toy_args(sae_dir, tmp_path / "ntp", labels, steps=2, extra=["--mode", "ntp"]))
     assert float(rows(tmp_path / "ntp")[-1]["concept_loss"]) == 0
 
@@ -75,9 +83,9 @@ def test_two_process_cpu_ddp(sae_dir, tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     r = rows(tmp_path / "ddp")
-    assert [x["step"] for x in r] == ["0", "1", "2", "3"]
-    assert float(r[-1]["val_ppl"]) > 1
-    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+    assert [x["step"] for x in r] == ["1", "2", "3"]
+    assert float(rows(tmp_path / "ddp", "evals")[-1]["val_ppl"]) > 1
+    assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
 
 def run_cli(argv, capsys):
