@@ -364,7 +364,8 @@ def _tables(inp, items, idx, per, pair_m, nn_lists, points, coords, k) -> dict[s
 # ---- one call ---------------------------------------------------------------------------------
 def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = None, *,
                   options: AnalysisOptions | None = None, batch_size: int = 16, progress: bool = True,
-                  overwrite: bool = False, **option_kwargs) -> AlignmentResult:
+                  overwrite: bool = False, device: str = "auto", dtype: str = "auto",
+                  **option_kwargs) -> AlignmentResult:
     """Align ``ckpt`` (a Control LLM checkpoint, or a fine-tune of ``base``) on a probe set.
 
     ``ckpt`` / ``base``: a model name, a folder, or an in-memory ``(model, tokenizer)``. Keyword options
@@ -377,7 +378,7 @@ def run_alignment(ckpt, base=None, probes="analogies", out: str | Path | None = 
     if out is not None:  # refuse an unusable --out before the work
         check_out(out, "alignment", overwrite)
     ps = resolve_probes(probes)
-    inp = gather_input(ckpt, base, ps.texts, opt.use_cache, batch_size, None if progress else False)
+    inp = gather_input(ckpt, base, ps.texts, opt.use_cache, batch_size, None if progress else False, device, dtype)
     t1 = time.perf_counter()
     label = lambda s: s if isinstance(s, (str, Path)) else resolve_source(s).label  # noqa: E731
     res = analyze(inp, ps, opt, checkpoint=str(label(ckpt)), base=None if base is None else str(label(base)))

@@ -23,13 +23,15 @@ def align_cmd(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the content-addressed capture/UMAP cache."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     overwrite: bool = options.overwrite_option(),
+    device: str = options.device_option(),
+    dtype: str = options.dtype_option(),
 ) -> None:
     """Per-layer drift, semantic stability, neighbours and UMAP between two sides; writes DIR/metrics.json,
     CSV tables and report.html. Without --base, CKPT must be a Control LLM (pretrained vs expanded branch)."""
     from ..analysis import run_alignment
 
     res = run_alignment(ckpt, base=base, probes=probes, out=out, k=k, umap=umap, umap_metric=metric, seed=seed,
-                        use_cache=cache, batch_size=batch_size, overwrite=overwrite)
+                        use_cache=cache, batch_size=batch_size, overwrite=overwrite, device=device, dtype=dtype)
     con = Console()
     con.print(res.summary_table())
     t = res.timings

@@ -15,11 +15,16 @@ def capture_cmd(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="model name, local folder or (with --allow-network) hub id"),
     probes: str = typer.Option(None, "--probes", "-p", help="probe set name or file (default: analogies when no --text)"),
     text: list[str] = typer.Option(None, "--text", "-t", help="a text to capture (repeatable); replaces --probes"),
-    select: str = typer.Option("last", help="token selection: last | mean | all"),
+    select: str = typer.Option("last", help="token selection: last | mean (every token but the first, an "
+                                             "attention sink) | all"),
+    layers: str = typer.Option(None, "--layers", help="only these resid layers, e.g. 0,12,-1 (the forward pass "
+                                                      "stops after the last one) [default: all]"),
     backend: str = typer.Option("hf", help="hf | transformer-lens"),
     batch_size: int = typer.Option(32, min=1, help="texts per forward pass"),
     padding_side: str = typer.Option(None, help="left | right (default: the tokenizer's)"),
     allow_network: bool = typer.Option(False, help="allow downloading a hub model"),
+    device: str = options.device_option(),
+    dtype: str = options.dtype_option(),
     overwrite: bool = options.overwrite_option(),
 ) -> None:
     """Capture the residual stream after every layer (and the embeddings) for a list of texts."""
@@ -37,12 +42,19 @@ def capture_cmd(
     else:
         ps = load_probes(probes or "analogies")
         texts, pairs = ps.texts, ps.pairs
-    m, tok = load_model(model, allow_network=allow_network or None)
+    keep = None
+    if layers:
+        try:
+            keep = [int(x) for x in layers.split(",") if x.strip()]
+        except ValueError:
+            raise ProbelabError(f"--layers must be comma-separated integers, not {layers!r}") from None
+    m, tok = load_model(model, device=device, dtype=dtype, allow_network=allow_network or None)
     if padding_side:
         if padding_side not in ("left", "right"):
             raise ProbelabError(f"--padding-side must be left or right, not {padding_side!r}")
         tok.padding_side = padding_side
-    caps = capture(m, tok, texts, select=select, backend=backend, batch_size=batch_size)
+    caps = capture(m, tok, texts, select=select, backend=backend, batch_size=batch_size,
+                   **({"layers": keep} if keep is not None else {}))
     caps.meta.update({"model": model, "probes": probes or ("analogies" if not text else None)})
     caps.save(out, overwrite=overwrite)
     console = Console()
