@@ -1,6 +1,6 @@
 # Two entry points: `make demo` and `make test`. Each creates .venv if missing and installs
 # everything probelab needs. torch 2.13.0 (the CPU build on this machine's disk) is installed first, so
-# pip never pulls a CUDA build; the package itself only asks for torch>=2.4 (see pyproject.toml).
+# pip never pulls a CUDA build; the package itself only asks for torch>=2.6 (see pyproject.toml).
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python

@@ -90,7 +90,7 @@ def test_wheel_contains_the_data_the_app_and_the_training_entry_points(wheel, so
     assert tops == {"probelab", f"probelab-{wheel.name.split('-')[1]}.dist-info"}, tops
     meta = zipfile.ZipFile(wheel).read(f"probelab-{wheel.name.split('-')[1]}.dist-info/METADATA").decode()
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
-    assert "torch>=2.4" in requires and any(r.lower().startswith("pyyaml") for r in requires), requires
+    assert "torch>=2.6" in requires and any(r.lower().startswith("pyyaml") for r in requires), requires
     assert not any("==" in r.split(";")[0] for r in requires), requires  # ranges only, no pins
     entry = zipfile.ZipFile(wheel).read(f"probelab-{wheel.name.split('-')[1]}.dist-info/entry_points.txt").decode()
     assert "probelab = probelab.cli:main" in entry
