@@ -6,14 +6,20 @@
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import ProbelabError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 APP_FILE = "main.py"
+STOP_GRACE_S = 1.5  # after SIGTERM/SIGINT, Streamlit gets this long to stop by itself, then it is killed
 
 
 def app_script() -> Path:
@@ -64,3 +70,42 @@ def streamlit_argv(script: Path, host: str, port: int) -> list[str]:
             "--server.fileWatcherType", "none",        # no file watcher threads (this is not a dev server)
             "--global.developmentMode", "false",
             "--client.toolbarMode", "minimal"]
+
+
+def serve(argv: list[str], env: Mapping[str, str] | None = None, grace: float = STOP_GRACE_S) -> int:
+    """Run the server ``argv`` as a child process until it exits or this process is asked to stop.
+
+    SIGTERM, SIGINT (Ctrl-C) and SIGHUP are forwarded to the server as SIGTERM; if it has not exited
+    ``grace`` seconds later (a page still computing holds Streamlit's script thread, and Python waits
+    for it before exiting) it is killed. Returns the exit code: 0 after a requested stop, else the
+    server's own.
+    """
+    proc = subprocess.Popen(argv, env=dict(env) if env is not None else None)
+    asked: list[float] = []
+
+    def stop(_signum, _frame) -> None:
+        if not asked:
+            asked.append(time.monotonic())
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    wanted = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, stop) for s in wanted}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if asked and time.monotonic() - asked[0] > grace:
+                    proc.kill()
+                    proc.wait()
+                    code = 0
+                    break
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # an exception in this loop: never leave the server behind
+            proc.kill()
+            proc.wait()
+    return 0 if asked else code
