@@ -56,6 +56,7 @@ class AlignmentResult:
     tables: dict[str, pd.DataFrame]
     out: Path | None = None
     timings: dict = field(default_factory=dict)
+    states: dict | None = None  # side -> last-token states [L, N, d] (the Figure 8 grid), saved as states.safetensors
 
     @property
     def score(self) -> float:
@@ -97,6 +98,8 @@ class AlignmentResult:
             (tmp / "metrics.json").write_text(json.dumps(_jsonable(self.metrics_json()), indent=1))
             for name, df in self.tables.items():
                 df.to_csv(tmp / f"{name}.csv", index=False)
+            if self.states is not None:
+                umap_layers.save_states(tmp / umap_layers.STATES_FILE, self.states, self.summary["layers_compared"])
             (tmp / "report.html").write_text(alignment_report(self), encoding="utf-8")
         self.out = out
         return out
@@ -278,7 +281,8 @@ def analyze(inp: AlignmentInput, probe_set, opt: AnalysisOptions | None = None, 
     layer_rows = _layer_rows(inp, per, pair_m)
     tables = _tables(inp, items, idx, per, pair_m, nn_lists, points, coords, k)
     summary["n_layers"] = L
-    return AlignmentResult(summary, layer_rows, tables, timings=timings)
+    return AlignmentResult(summary, layer_rows, tables, timings=timings,
+                           states={"pretrained": inp.a[MAIN_TOKEN], "expanded": inp.b[MAIN_TOKEN]})
 
 
 def _mean_or_none(x):

@@ -2,7 +2,13 @@
 
 ``compare(dirs, out)`` reads each ``metrics.json`` (and ``umap.csv`` when present) and writes
 ``compare.csv`` (one row per checkpoint and layer, with the checkpoint's score and components) and
-``compare.html`` (score trajectory, overlaid drift curves, one UMAP map per checkpoint).
+``compare.html`` (score trajectory, overlaid drift curves, the Figure 8 grid, one UMAP map per checkpoint).
+
+The Figure 8 grid (:func:`figure8`): one row per alignment (up to 4: e.g. at init, Lerp+MSE, Lerp
+without divergence loss, full fine-tuning), one column per chosen layer; each panel places the two
+sides' last-token states of the probe sentences on a map fitted once per layer on every row's states,
+so a column's panels are directly comparable. It needs the ``states.safetensors`` that
+``probelab align`` writes into each folder.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import pandas as pd
 from ..errors import ProbelabError
 from ..paths import atomic_dir, check_out
 from .report import fig_html, page, table_html
+from .umap_layers import STATES_FILE, load_states
 
 CURVES = ("cosine", "euclidean", "relative_euclidean", "nn_retention", "pair_cosine_expanded", "pair_cosine_change")
 
@@ -33,7 +40,87 @@ def read_alignment(folder: str | Path) -> dict:
     u = folder / "umap.csv"
     m["_umap"] = pd.read_csv(u) if u.is_file() else None
     m["_name"] = folder.name
+    m["_states"] = load_states(folder / STATES_FILE)
+    p = folder / "probes.csv"
+    m["_probes"] = probe_info(pd.read_csv(p)) if p.is_file() else None
     return m
+
+
+# ---- the Figure 8 grid ---------------------------------------------------------------------------
+def probe_info(probes: pd.DataFrame) -> pd.DataFrame:
+    """One row per probe (``probe, text, category, pair_id``) from an alignment's probes table."""
+    d = probes[probes["token"] == "last"] if "token" in probes else probes
+    cols = [c for c in ("probe", "text", "category", "pair_id") if c in d]
+    return d.drop_duplicates("probe")[cols].sort_values("probe").reset_index(drop=True)
+
+
+def grid_embed(use_cache: bool = True, seed: int = 0):
+    """The map used for every grid column: UMAP (cosine, the alignment defaults) through the analysis cache."""
+    from .align import AnalysisOptions, umap_coords
+    from .umap_layers import LayerPoints
+
+    opt = AnalysisOptions(use_cache=use_cache, seed=seed)
+    return lambda x: umap_coords(LayerPoints(x, None, None, None), opt)
+
+
+def figure8(runs: list[dict], layers: list[int] | None = None, embed_fn=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(grid, probes)`` for :func:`probelab.analysis.report.grid_figure` from runs read by
+    :func:`read_alignment` (or shaped like them: ``_name``, ``_states``, ``_probes``).
+
+    ``layers`` default to up to 4 layers spread over the layers every run compares.
+    """
+    from .umap_layers import GRID_MAX_ROWS, pick_layers, shared_layer_maps
+
+    missing = [m["_name"] for m in runs if m.get("_states") is None]
+    if missing:
+        raise ProbelabError(f"no saved states in {', '.join(missing)} (written by `probelab align` since the "
+                            "Figure 8 grid was added): re-run probelab align for it")
+    if len(runs) > GRID_MAX_ROWS:
+        raise ProbelabError(f"the Figure 8 grid has at most {GRID_MAX_ROWS} rows; got {len(runs)} alignments")
+    texts = [tuple(m["_probes"]["text"]) if m.get("_probes") is not None else None for m in runs]
+    if len({t for t in texts if t is not None}) > 1:
+        raise ProbelabError("the alignments were run on different probe sentences; the grid needs one probe set")
+    common = sorted(set.intersection(*[{int(x) for x in m["_states"]["layers"]} for m in runs]))
+    if not common:
+        raise ProbelabError("these alignments compare no layer in common (e.g. different merged layers)")
+    if layers:
+        bad = [l for l in layers if int(l) not in common]
+        if bad:
+            raise ProbelabError(f"layer(s) {', '.join(map(str, bad))} are not compared in every alignment; "
+                                f"layers in common: {', '.join(map(str, common))}")
+        chosen = [int(l) for l in dict.fromkeys(layers)]
+    else:
+        chosen = pick_layers(common)
+    grid = shared_layer_maps([{"name": m["_name"], "layers": m["_states"]["layers"],
+                               "pretrained": m["_states"]["pretrained"], "expanded": m["_states"]["expanded"]}
+                              for m in runs], chosen, embed_fn=embed_fn or grid_embed())
+    probes = next((m["_probes"] for m in runs if m.get("_probes") is not None), None)
+    if probes is None:
+        n = int(grid["probe"].max()) + 1
+        probes = pd.DataFrame({"probe": range(n), "text": [f"probe {i}" for i in range(n)], "category": "-",
+                               "pair_id": range(n)})
+    return grid, probes
+
+
+GRID_NOTE = ("One row per alignment, one column per layer. Each column is ONE UMAP fit on every row's states at "
+             "that layer (L2-normalised last-token states, cosine), so its panels share coordinates: identical "
+             "states land on identical points. Open circles: side A (pretrained branch, or the base model); "
+             "diamonds: side B (expanded branch, or the fine-tuned model); grey lines join a sentence's two "
+             "states; colour: probe category.")
+
+
+def grid_section(runs: list[dict], layers: list[int] | None = None, embed_fn=None) -> str:
+    """The HTML section with the grid, or a sentence saying why there is none."""
+    from .report import grid_figure
+
+    try:
+        grid, probes = figure8(runs, layers, embed_fn)
+    except ProbelabError as e:
+        if layers:
+            raise
+        return f"<h2>Figure 8 grid</h2><p class=\"note\">Not drawn: {html.escape(str(e))}</p>"
+    return ("<h2>Figure 8 grid</h2>" + f"<p class=\"note\">{html.escape(GRID_NOTE)}</p>"
+            + fig_html(grid_figure(grid, probes), "fig-grid"))
 
 
 def compare_table(runs: list[dict]) -> pd.DataFrame:
@@ -53,7 +140,7 @@ def scores_table(runs: list[dict]) -> pd.DataFrame:
                           **{k: v for k, v in (m.get("silhouette") or {}).items()}} for m in runs])
 
 
-def _figures(runs: list[dict], table: pd.DataFrame) -> str:
+def _figures(runs: list[dict], table: pd.DataFrame, grid: str = "") -> str:
     import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -77,6 +164,7 @@ def _figures(runs: list[dict], table: pd.DataFrame) -> str:
                           row=ci // 3 + 1, col=ci % 3 + 1)
     fig.update_layout(height=330 * (-(-len(curves) // 3)))
     parts.append(fig_html(fig, "fig-compare-drift"))
+    parts.append(grid)
 
     with_map = [m for m in runs if m["_umap"] is not None]
     if with_map:
@@ -99,8 +187,12 @@ def _figures(runs: list[dict], table: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def compare(dirs: list[str | Path], out: str | Path, overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
-    """Write ``out/compare.csv`` and ``out/compare.html`` for alignment folders ``dirs`` (in that order)."""
+def compare(dirs: list[str | Path], out: str | Path, overwrite: bool = False,
+            layers: list[int] | None = None) -> tuple[Path, pd.DataFrame]:
+    """Write ``out/compare.csv`` and ``out/compare.html`` for alignment folders ``dirs`` (in that order).
+
+    ``layers``: the Figure 8 grid's columns (default: up to 4 spread over the layers in common); the grid
+    rows are the first 4 folders."""
     if len(dirs) < 1:
         raise ProbelabError("compare needs at least one alignment folder")
     check_out(out, "compare", overwrite)
@@ -110,8 +202,11 @@ def compare(dirs: list[str | Path], out: str | Path, overwrite: bool = False) ->
         for m, d in zip(runs, dirs):
             m["_name"] = str(d)
     table = compare_table(runs)
+    from .umap_layers import GRID_MAX_ROWS
+
+    grid = grid_section(runs[:GRID_MAX_ROWS], layers)
     body = ("<h1>probelab: alignment of " + html.escape(", ".join(m["_name"] for m in runs)) + "</h1>"
-            + _figures(runs, table))
+            + _figures(runs, table, grid))
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite, kind="compare") as tmp:
         table.to_csv(tmp / "compare.csv", index=False)

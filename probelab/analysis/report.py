@@ -143,6 +143,82 @@ def umap_figure(df: pd.DataFrame, color: str, title: str):
     return fig
 
 
+def category_colors(categories) -> dict[str, str]:
+    """One colour per category, the same in every panel and figure (sorted names, Dark24 palette)."""
+    import plotly.express as px
+
+    palette = px.colors.qualitative.Dark24
+    return {c: palette[i % len(palette)] for i, c in enumerate(sorted({str(c) for c in categories}))}
+
+
+def grid_figure(grid: pd.DataFrame, probes: pd.DataFrame, connect: str = "sides", sides: tuple[str, str] = ("A", "B")):
+    """The Figure 8 grid: one row per model, one column per layer, each panel the two sides' states of
+    the probe sentences on that layer's shared map (panels of a column share their axes).
+
+    ``grid``: :func:`probelab.analysis.umap_layers.shared_layer_maps`; ``probes``: one row per probe with
+    ``probe, text, category, pair_id``. ``connect``: ``"sides"`` joins each sentence's side-A and
+    side-B state (its drift), ``"pairs"`` the two sentences of each analogy pair on side B, ``"none"``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    runs = list(dict.fromkeys(grid.sort_values("row")["run"]))
+    layers = sorted(grid["layer"].unique())
+    R, C = len(runs), len(layers)
+    info = probes.drop_duplicates("probe").set_index("probe").sort_index()
+    colors = category_colors(info["category"])
+    fig = make_subplots(rows=R, cols=C, column_titles=[f"layer {l}" for l in layers],
+                        row_titles=[_short(r, 28) for r in runs], horizontal_spacing=0.02, vertical_spacing=0.03)
+    shown = set()
+    for ri, run in enumerate(runs):
+        for ci, layer in enumerate(layers):
+            d = grid[(grid["run"] == run) & (grid["layer"] == layer)]
+            a = d[d["side"] == "pretrained"].set_index("probe").sort_index()
+            b = d[d["side"] == "expanded"].set_index("probe").sort_index()
+            lx, ly = [], []
+            if connect == "sides":
+                for p in a.index:
+                    lx += [a.at[p, "x"], b.at[p, "x"], None]
+                    ly += [a.at[p, "y"], b.at[p, "y"], None]
+            elif connect == "pairs" and "pair_id" in info:
+                for _, g in info.groupby("pair_id"):
+                    if len(g) == 2:
+                        p, q = g.index
+                        lx += [b.at[p, "x"], b.at[q, "x"], None]
+                        ly += [b.at[p, "y"], b.at[q, "y"], None]
+            if lx:
+                fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color="#bbb", width=1),
+                                         hoverinfo="skip", showlegend=False), row=ri + 1, col=ci + 1)
+            for side_df, side, symbol in ((a, sides[0], "circle-open"), (b, sides[1], "diamond")):
+                cats = info.loc[side_df.index, "category"].astype(str)
+                for cat in sorted(set(cats)):
+                    m = (cats == cat).to_numpy()
+                    first = (cat, symbol) not in shown
+                    shown.add((cat, symbol))
+                    fig.add_trace(go.Scatter(
+                        x=side_df["x"][m], y=side_df["y"][m], mode="markers",
+                        name=f"{cat} ({side})", legendgroup=f"{cat}-{side}", showlegend=first,
+                        marker=dict(color=colors[cat], symbol=symbol, size=7, line=dict(width=1.5, color=colors[cat])),
+                        text=info.loc[side_df.index[m], "text"],
+                        hovertemplate="%{text}<br>" + f"{html.escape(run)} · layer {layer} · {side}<extra>{cat}</extra>"),
+                        row=ri + 1, col=ci + 1)
+    for ri in range(R):  # a column is one fit: its panels share x and y ranges
+        for ci in range(C):
+            idx = ri * C + ci + 1
+            ref = "" if ci == 0 else str(ci + 1)
+            fig.layout[f"xaxis{'' if idx == 1 else idx}"].update(matches=f"x{ref}", showticklabels=False)
+            fig.layout[f"yaxis{'' if idx == 1 else idx}"].update(matches=f"y{ref}", showticklabels=False)
+    fig.update_layout(height=max(360, 260 * R + 160), margin=dict(t=60, l=20, r=40, b=20),
+                      legend=dict(title=f"category ({sides[0]}: open circle, {sides[1]}: diamond)", font=dict(size=11),
+                                  orientation="h", yanchor="top", y=-0.02, x=0))
+    return fig
+
+
+def _short(text: str, n: int) -> str:
+    text = str(text)
+    return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
 def pair_figure(pairs: pd.DataFrame):
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go

@@ -119,3 +119,104 @@ def silhouettes(points: LayerPoints, coords: np.ndarray | None, metric: str = "c
         if coords is not None:
             out[f"silhouette_umap_{name}"] = layer_silhouette(coords[m], points.layer[m], "euclidean")
     return out
+
+
+# ---- Figure 8: one map per layer, shared by several models --------------------------------------
+STATES_FILE = "states.safetensors"  # last-token states of both sides, in an alignment folder
+GRID_MAX_ROWS = 4
+
+
+def save_states(path, states: dict, layers: list[int]) -> None:
+    """Write ``{"pretrained": [L, N, d], "expanded": [L, N, d]}`` (float32) and their layer numbers."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in states.items()}, str(path),
+              metadata={"layers": json.dumps([int(x) for x in layers])})
+
+
+def load_states(path) -> dict | None:
+    """What :func:`save_states` wrote (``None`` when the file is missing), with ``"layers"`` added."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return None
+    with safe_open(str(path), framework="numpy") as f:
+        out = {k: f.get_tensor(k) for k in f.keys()}
+        out["layers"] = json.loads((f.metadata() or {}).get("layers", "[]"))
+    return out
+
+
+def pick_layers(layers: list[int], n: int = 4) -> list[int]:
+    """Up to ``n`` layers spread evenly over ``layers`` (first and last included).
+
+    >>> pick_layers([3, 7, 11, 15, 19, 23, 27, 29], 4)
+    [3, 15, 23, 29]
+    """
+    layers = sorted(int(x) for x in layers)
+    if len(layers) <= n:
+        return layers
+    idx = np.unique(np.round(np.linspace(0, len(layers) - 1, n)).astype(int))
+    return [layers[i] for i in idx]
+
+
+def _flat_map(x: np.ndarray) -> np.ndarray:
+    """Coordinates for fewer than 4 distinct states (too few for UMAP): the first two principal axes."""
+    c = x - x.mean(0, keepdims=True)
+    if len(x) < 2 or not np.any(c):
+        return np.zeros((len(x), 2))
+    u, s, _ = np.linalg.svd(c, full_matrices=False)
+    out = np.zeros((len(x), 2))
+    k = min(2, u.shape[1])
+    out[:, :k] = u[:, :k] * s[:k]
+    return out
+
+
+def shared_layer_maps(runs: list[dict], layers: list[int], normalize: bool = True, embed_fn=None) -> "pd.DataFrame":
+    """One 2-D map per layer, fitted once on the states of *every* run at that layer, so that the
+    panels of a column are in one coordinate system (the paper's Figure 8 grid).
+
+    ``runs``: ``[{"name", "layers", "pretrained": [L, N, d], "expanded": [L, N, d]}]`` over the same
+    ``N`` probe sentences. Identical states (a base model shared by the rows, the two branches of an
+    expansion at init) are fitted once, so they land on identical coordinates. ``embed_fn(x)`` maps the
+    distinct states to 2-D (default: :func:`embed` with its defaults). Returns one row per
+    (run, layer, side, probe): ``run, row, layer, side, probe, x, y``.
+    """
+    import pandas as pd
+
+    from ..errors import ProbelabError
+
+    if not runs:
+        raise ProbelabError("the grid needs at least one alignment")
+    if len(runs) > GRID_MAX_ROWS:
+        raise ProbelabError(f"the grid shows at most {GRID_MAX_ROWS} models (rows), got {len(runs)}")
+    n = {np.asarray(r["pretrained"]).shape[1] for r in runs} | {np.asarray(r["expanded"]).shape[1] for r in runs}
+    if len(n) != 1:
+        raise ProbelabError("the alignments were run on different numbers of probe sentences; use one probe set")
+    N = n.pop()
+    embed_fn = embed_fn or embed
+    frames = []
+    for layer in layers:
+        blocks = []
+        for r in runs:
+            if int(layer) not in [int(x) for x in r["layers"]]:
+                raise ProbelabError(f"layer {layer} is not among the compared layers of {r['name']} "
+                                    f"({', '.join(map(str, r['layers']))})")
+            li = [int(x) for x in r["layers"]].index(int(layer))
+            blocks += [np.asarray(r["pretrained"][li]), np.asarray(r["expanded"][li])]
+        x = np.concatenate(blocks).astype(np.float64)
+        if normalize:
+            x = l2_normalize(x)
+        uniq, inverse = np.unique(x, axis=0, return_inverse=True)
+        coords = (embed_fn(uniq) if len(uniq) >= 4 else _flat_map(uniq))[np.asarray(inverse).ravel()]
+        R = len(runs)
+        row, side, probe = np.meshgrid(np.arange(R), np.arange(2), np.arange(N), indexing="ij")
+        frames.append(pd.DataFrame({
+            "run": np.array([r["name"] for r in runs], dtype=object)[row.ravel()], "row": row.ravel(),
+            "layer": int(layer), "side": np.where(side.ravel() == 0, "pretrained", "expanded"),
+            "probe": probe.ravel(), "x": coords[:, 0], "y": coords[:, 1]}))
+    return pd.concat(frames, ignore_index=True)

@@ -66,8 +66,9 @@ def build_at_init(target: AtInit):
     """``(control_model, tokenizer)``: a fresh copy of the base model, expanded (nothing trained)."""
     from ..models import load_model
     from ..models.control import ExpansionConfig, expand_model
+    from ..models.devices import env_device, env_dtype
 
-    model, tok = load_model(target.base)
+    model, tok = load_model(target.base, device=env_device(), dtype=env_dtype())
     control = expand_model(model, ExpansionConfig(num_expanded=int(target.num_expanded),
                                                   interpolation=target.interpolation, base_model=target.base))
     return control.eval(), tok
@@ -141,10 +142,13 @@ def load_alignment(folder: str | Path):
     folder = Path(folder)
     m = read_alignment(folder)  # one-line error if it is not an alignment folder
     layers = m.pop("layers")
-    for k in ("_umap", "_name"):
+    states = m.pop("_states", None)
+    for k in ("_umap", "_name", "_probes"):
         m.pop(k, None)
     tables = {p.stem: pd.read_csv(p) for p in sorted(folder.glob("*.csv"))}
-    return AlignmentResult(m, layers, tables, out=folder)
+    if states is not None:
+        states = {k: v for k, v in states.items() if k != "layers"}
+    return AlignmentResult(m, layers, tables, out=folder, states=states)
 
 
 def align(target: Target, probe_set, options, *, build: Callable | None = None, progress: Progress | None = None,
@@ -175,7 +179,9 @@ def align(target: Target, probe_set, options, *, build: Callable | None = None, 
     else:
         ckpt, base, base_label = target.path, target.base, target.base
     say(0.3, f"capturing hidden states of {len(probe_set.items)} probes (cached after the first run)")
-    inp = gather_input(ckpt, base, probe_set.texts, options.use_cache)
+    from ..models.devices import env_device, env_dtype
+
+    inp = gather_input(ckpt, base, probe_set.texts, options.use_cache, device=env_device(), dtype=env_dtype())
     say(0.7, "drift, neighbours, pairs" + (" and UMAP" if options.umap else ""))
     result = analyze(inp, probe_set, options, checkpoint=target.label, base=base_label)
     if folder is not None:
@@ -203,7 +209,9 @@ def export_files(result) -> dict[str, Path]:
     if folder is None or not (Path(folder) / "metrics.json").is_file():
         folder = Path(tempfile.mkdtemp(prefix="probelab-app-")) / "alignment"
         result.write(folder)
-    return {p.name: p for p in sorted(Path(folder).iterdir()) if p.is_file()}
+    from ..paths import alignment_files
+
+    return {p.name: p for p in alignment_files(folder)}  # only what probelab wrote, never other files there
 
 
 MIME = {".json": "application/json", ".csv": "text/csv", ".html": "text/html"}

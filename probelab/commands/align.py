@@ -42,14 +42,27 @@ def align_cmd(
 def compare_cmd(
     dirs: List[Path] = typer.Argument(..., help="Alignment folders written by `probelab align`, in display order."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for compare.html and compare.csv."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Figure 8 grid columns, e.g. 3,7,11 [default: up "
+                                         "to 4 spread over the layers every folder compares]; rows: the first 4 folders."),
     overwrite: bool = options.overwrite_option(),
 ) -> None:
-    """Several alignments side by side (e.g. the checkpoints of one run): one HTML page and one CSV."""
+    """Several alignments side by side (e.g. the checkpoints of one run): one HTML page and one CSV, with the
+    paper's Figure 8 grid (one row per folder, one column per layer, one shared UMAP fit per layer)."""
     from rich.table import Table
 
     from ..analysis import compare
 
-    folder, scores = compare(dirs, out, overwrite=overwrite)
+    from ..errors import ProbelabError
+
+    chosen = None
+    if layers is not None:
+        try:
+            chosen = [int(x) for x in layers.split(",") if x.strip()]
+        except ValueError:
+            raise ProbelabError(f"--layers {layers!r}: give whole layer numbers separated by commas, e.g. 3,7,11") from None
+        if not chosen:
+            raise ProbelabError("--layers is empty")
+    folder, scores = compare(dirs, out, overwrite=overwrite, layers=chosen)
     t = Table(title="alignment scores")
     for c in ("run", "mode", "alignment_score", "direction", "magnitude", "neighbourhood", "stability"):
         t.add_column(c, justify="left" if c in ("run", "mode") else "right")
