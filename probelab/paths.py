@@ -493,3 +493,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def alignment_files(folder: str | os.PathLike) -> list[Path]:
+    """The files an alignment folder's manifest lists (top-level only); for a folder from before
+    manifests, its top-level ``metrics.json``, ``report.html`` and CSV tables. Links, hidden files
+    and anything else in the folder are never included (the app offers these for download)."""
+    folder = Path(folder)
+    if read_manifest(folder) is not None:
+        files = [p for p in output_files(folder) if p.parent == folder]
+    else:
+        files = [p for p in folder.iterdir() if _matches(p.name, KIND_FILES["alignment"])
+                 and p.is_file() and not p.is_symlink()]
+    return sorted(files, key=lambda p: p.name)

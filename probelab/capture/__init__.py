@@ -35,7 +35,22 @@ def capture(model, tokenizer, texts, select: str = "last", backend: str = "hf", 
         from . import tl  # noqa: F401  (registers itself; imports transformer-lens lazily)
     if backend not in BACKENDS:
         raise CaptureError(f"unknown capture backend {backend!r}; choose one of {', '.join(BACKENDS)}, transformer-lens")
+    if kwargs.get("max_length") is None:
+        check_context(model, tokenizer, texts)
     return BACKENDS[backend](model, tokenizer, texts, select=select, **kwargs)
+
+
+def check_context(model, tokenizer, texts) -> None:
+    """The rule for texts longer than the model's context (``max_position_embeddings``): refused
+    with one line naming the text, never run past it silently (positions beyond the context give
+    meaningless states). ``max_length=`` truncates explicitly instead."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not context or isinstance(texts, str):
+        return
+    for i, ids in enumerate(tokenizer(list(texts), add_special_tokens=True)["input_ids"]):
+        if len(ids) > context:
+            raise CaptureError(f"text {i + 1} has {len(ids):,} tokens, more than the model's context of {context:,} "
+                               "positions; shorten it (or split it), or pass max_length to truncate")
 
 
 __all__ = ["capture", "Captures", "Recorder", "record", "hook_residual", "decoder_layers", "SELECTIONS",
