@@ -158,3 +158,16 @@ def test_align_saves_states_and_compare_draws_the_grid(folders, tmp_path):
     html = (out / "compare.html").read_text()
     assert 'id="fig-grid"' in html and "ONE UMAP fit" in html
     assert not re.search(r"<script[^>]+src=", html)
+
+
+def test_app_support_grid_from_loaded_results(folders):
+    from probelab.app_support import alignment as al
+
+    named = {f.name: al.load_alignment(f) for f in folders}
+    assert all(r.states is not None and set(r.states) == {"pretrained", "expanded"} for r in named.values())
+    assert al.common_layers(named) == [2, 4]
+    fig = al.figure8_figure(named, [2, 4], embed_fn=pca2)
+    lay = fig.to_plotly_json()["layout"]
+    assert len([k for k in lay if re.fullmatch(r"xaxis\d*", k)]) == 2 * 2
+    again = al.figure8_figure(named, [2, 4], embed_fn=pca2)
+    assert all(np.array_equal(a.x, b.x) for a, b in zip(again.data, fig.data) if a.mode == "markers")

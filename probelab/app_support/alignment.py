@@ -253,6 +253,33 @@ def compare_runs(named: dict[str, object]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return compare_table(runs), scores_table(runs)
 
 
+def grid_runs(named: dict[str, object]) -> list[dict]:
+    """Results shaped as :func:`probelab.analysis.compare.figure8` reads alignment folders."""
+    from ..analysis.compare import probe_info
+
+    runs = []
+    for name, r in named.items():
+        st = getattr(r, "states", None)
+        runs.append({"_name": name, "_probes": probe_info(r.tables["probes"]) if "probes" in r.tables else None,
+                     "_states": None if st is None else {**st, "layers": list(r.summary["layers_compared"])}})
+    return runs
+
+
+def common_layers(named: dict[str, object]) -> list[int]:
+    """The layers every result compares (the Figure 8 grid's possible columns)."""
+    sets = [set(int(x) for x in r.summary["layers_compared"]) for r in named.values()]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def figure8_figure(named: dict[str, object], layers: list[int] | None = None, embed_fn=None):
+    """The Figure 8 grid of up to 4 results (rows) at ``layers`` (columns), one shared UMAP fit per layer."""
+    from ..analysis.compare import figure8
+    from ..analysis.report import grid_figure
+
+    grid, probes = figure8(grid_runs(named), layers, embed_fn)
+    return grid_figure(grid, probes)
+
+
 COMPARE_CURVES = ("cosine", "euclidean", "relative_euclidean", "nn_retention", "pair_cosine_expanded",
                   "pair_cosine_change")
 

@@ -187,6 +187,22 @@ if len(results) > 1:
         table, scores = al.compare_runs(results)
         st.dataframe(scores, hide_index=True, key="cmp-scores")
         st.plotly_chart(al.compare_figure(table), key="cmp-curves")
+        st.markdown("**Figure 8 grid**: one row per checkpoint (the first 4), one column per layer; each column is "
+                    "one UMAP fit on every row's states, so its panels share coordinates (open circles: side A, "
+                    "diamonds: side B, grey lines join a sentence's two states, colour: category).")
+        shown = dict(list(results.items())[:4])
+        common = al.common_layers(shown)
+        if not common:
+            st.info("These checkpoints compare no layer in common, so there is no grid to draw.")
+        else:
+            from probelab.analysis.umap_layers import pick_layers
+
+            cols_pick = st.multiselect("grid layers (columns)", common, default=pick_layers(common), key="cmp-grid-layers")
+            if not cols_pick:
+                st.info("Pick at least one layer for the grid.")
+            else:
+                with ui.guard("Figure 8 grid"), st.spinner("fitting one UMAP per layer"):
+                    st.plotly_chart(al.figure8_figure(shown, sorted(cols_pick)), key="cmp-grid")
         with_map = [(n, r) for n, r in results.items() if "umap" in r.tables]
         if with_map:
             cols = st.columns(min(3, len(with_map)))
