@@ -60,8 +60,9 @@ def guard(what: str = "") -> Iterator[None]:
 def model_pair(spec: str):
     """``(model, tokenizer)`` of a model name or folder; one copy per server process."""
     from ..models import load_model
+    from ..models.devices import env_device, env_dtype
 
-    return load_model(spec.strip())
+    return load_model(spec.strip(), device=env_device(), dtype=env_dtype())  # probelab app --device/--dtype
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ProbelabError
+from . import options
 
 STEPS = 3
 
@@ -26,12 +27,12 @@ def _step(console: Console, i: int, text: str) -> None:
     console.print(f"[bold][{i}/{STEPS}][/bold] {text}")
 
 
-def capture_step(console: Console, model_name: str, out: Path):
+def capture_step(console: Console, model_name: str, out: Path, device: str = "auto", dtype: str = "auto"):
     from .. import capture, load_model, load_probes
     from ..summary import layer_summary, summary_table
 
     t0 = time.perf_counter()
-    m, tok = load_model(model_name)
+    m, tok = load_model(model_name, device=device, dtype=dtype)
     ps = load_probes("analogies")
     caps = capture(m, tok, ps.texts, select="last")
     caps.save(out / "captures")
@@ -61,10 +62,10 @@ def train_step(console: Console, out: Path, retrain: bool) -> Path:
     return final
 
 
-def align_step(console: Console, ckpt: Path, out: Path) -> None:
+def align_step(console: Console, ckpt: Path, out: Path, device: str = "auto", dtype: str = "auto") -> None:
     from ..analysis import run_alignment
 
-    res = run_alignment(ckpt, probes="analogies", out=out / "align")
+    res = run_alignment(ckpt, probes="analogies", out=out / "align", device=device, dtype=dtype)
     _step(console, 3, f"aligned pretrained vs expanded branches: alignment score {res.score:.3f}")
     console.print(res.summary_table())
     console.print(f"report: {out / 'align' / 'report.html'}   (explore it in the browser: probelab app)")
@@ -74,19 +75,21 @@ def demo_cmd(
     model: str = typer.Option("smollm2-135m", help="model to run the demo on"),
     retrain: bool = typer.Option(False, help="redo the smoke training even if a finished run exists"),
     skip_train: bool = typer.Option(False, help="only capture and summarise (step 1)"),
+    device: str = options.device_option(),
+    dtype: str = options.dtype_option(),
 ) -> None:
     """Capture probes, expand + train a Control LLM on CPU for a few minutes, align it, write the report."""
     from ..paths import cache_dir
 
     console = Console()
     out = cache_dir() / "demo"
-    capture_step(console, model, out)
+    capture_step(console, model, out, device, dtype)  # the training step runs its config's CPU recipe
     if skip_train:
         return
     if model != "smollm2-135m":
         raise ProbelabError("the training part of the demo runs on the embedded smollm2-135m; use --skip-train")
     ckpt = train_step(console, out, retrain)
-    align_step(console, ckpt, out)
+    align_step(console, ckpt, out, device, dtype)
 
 
 def register(app: typer.Typer) -> None:

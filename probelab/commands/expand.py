@@ -35,6 +35,8 @@ def expand_cmd(
         help="dynamic alpha as a constant coefficient (or with gradient) [default: from --preset]"),
     allow_network: bool = typer.Option(False, help="allow downloading a hub base model"),
     overwrite: bool = options.overwrite_option(),
+    device: str = options.device_option(),
+    dtype: str = options.dtype_option(),
 ) -> None:
     """Expand BASE as in Control LLM (arXiv 2501.10979) and save it as an HF folder in OUT."""
     from ..models import load_model
@@ -47,7 +49,7 @@ def expand_cmd(
                           divergence=divergence, alpha=alpha, cosine_margin=cosine_margin,
                           preset=preset, freeze_interpolator=freeze_interpolator, gate_init=gate_init,
                           moe_divergence=moe_divergence, detach_alpha=detach_alpha, base_model=base)
-    model, tok = load_model(base, allow_network=allow_network or None)
+    model, tok = load_model(base, device=device, dtype=dtype, allow_network=allow_network or None)
     control = expand_model(model, cfg)
     save_control(control, out, tok, overwrite=overwrite)
 

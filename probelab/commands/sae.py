@@ -16,18 +16,21 @@ sae_app = typer.Typer(help="Sparse autoencoders: train, info, eval, labels, sele
 SAE_HELP = "'default' (the cached SAE for smollm2-135m), an sae-lens SAE folder, or '<release>:<sae_id>'"
 
 
-def _load(sae: str, model: str | None, allow_network: bool, train_if_missing: bool = True):
+def _load(sae: str, model: str | None, allow_network: bool, train_if_missing: bool = True, device: str = "auto",
+          dtype: str = "auto"):
     from ..models import load_model
+    from ..models.devices import input_device
     from ..sae import check_sae_fits, load_sae
 
     if model is None:
         return load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing), None, None, None
-    m, tok = load_model(model, allow_network=allow_network or None)
+    m, tok = load_model(model, device=device, dtype=dtype, allow_network=allow_network or None)
     if sae == "default":  # before the default SAE is loaded (or trained)
         from ..sae.load import check_default_fits
 
         check_default_fits(m)
-    s = load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing)
+    s = load_sae(sae, allow_network=allow_network or None, train_if_missing=train_if_missing,
+                 device=str(input_device(m)))
     return s, m, tok, check_sae_fits(s, m)
 
 
@@ -53,6 +56,10 @@ def train_cmd(
     batch_tokens: int = typer.Option(None, min=1, help="tokens per optimiser step"),
     force: bool = typer.Option(False, help="retrain even if the output folder holds an SAE"),
     overwrite: bool = options.overwrite_option(),
+    device: str = options.device_option(),
+    dtype: str = typer.Option("float32", "--dtype", envvar="PROBELAB_DTYPE",
+                              help="LM weights dtype (the LM forward runs under bf16 autocast; the SAE trains in "
+                                   "float32): float32, bfloat16, float16 or auto"),
 ) -> None:
     """Train a TopK SAE with sae-lens on offline Wikipedia intros; report held-out quality and time."""
     from ..errors import ProbelabError
@@ -66,7 +73,7 @@ def train_cmd(
     check_out(target, "sae", overwrite)  # before the model is loaded
     overrides = {k_: v for k_, v in dict(d_sae=d_sae, k=k, training_tokens=tokens, cache_tokens=cache_tokens, lr=lr,
                                           batch_tokens=batch_tokens).items() if v is not None}
-    cfg = SAETrainConfig(model=model, layer=layer, **overrides)
+    cfg = SAETrainConfig(model=model, layer=layer, device=device, dtype=dtype, **overrides)
     if cfg.k > cfg.d_sae:
         raise typer.BadParameter(f"{cfg.k} active latents need at least as many latents (--d-sae is {cfg.d_sae})",
                                  param_hint="'--k'")
@@ -109,12 +116,13 @@ def eval_cmd(sae: str = typer.Argument("default", help=SAE_HELP),
              model: str = typer.Option("smollm2-135m", "--model", "-m"),
              texts: int = typer.Option(200, min=1, help="held-out Wikipedia intros to measure on"),
              as_json: bool = typer.Option(False, "--json"),
-             allow_network: bool = typer.Option(False)) -> None:
+             allow_network: bool = typer.Option(False),
+             device: str = options.device_option(), dtype: str = options.dtype_option()) -> None:
     """Explained variance, normalised MSE, L0 and dead latents on held-out intros."""
     from ..sae.corpus import wiki_texts
     from ..sae.evaluate import sae_quality, site_states
 
-    s, m, tok, site = _load(sae, model, allow_network)
+    s, m, tok, site = _load(sae, model, allow_network, device=device, dtype=dtype)
     q = sae_quality(s, site_states(m, tok, wiki_texts()[1][:texts], site, progress=True)).as_dict()
     if as_json:
         print(json.dumps(q))
@@ -127,11 +135,12 @@ def labels_cmd(sae: str = typer.Argument("default", help=SAE_HELP),
                model: str = typer.Option("smollm2-135m", "--model", "-m"),
                show: list[int] = typer.Option(None, "--show", help="latent ids to print (default: 10 most frequent)"),
                texts: int = typer.Option(300, min=1, help="held-out intros to label from"),
-               allow_network: bool = typer.Option(False)) -> None:
+               allow_network: bool = typer.Option(False),
+               device: str = options.device_option(), dtype: str = options.dtype_option()) -> None:
     """Compute (once, cached) and show concept labels: top contexts and promoted tokens."""
     from ..sae.labels import concept_labels
 
-    s, m, tok, _ = _load(sae, model, allow_network)
+    s, m, tok, _ = _load(sae, model, allow_network, device=device, dtype=dtype)
     labels = concept_labels(m, tok, s, n_texts=texts, sae_path=sae if Path(sae).is_dir() else None, progress=True)
     ids = list(show) if show else sorted(range(len(labels)), key=lambda i: -labels[i].frequency)[:10]
     t = Table(title=f"concept labels of {sae}")
@@ -153,12 +162,13 @@ def select_cmd(sae: str = typer.Argument("default", help=SAE_HELP),
                k: int = typer.Option(4, min=1, help="latents ablated per token"),
                max_length: int = typer.Option(128, min=2, help="tokens per text"),
                as_json: bool = typer.Option(False, "--json"),
-               allow_network: bool = typer.Option(False)) -> None:
+               allow_network: bool = typer.Option(False),
+               device: str = options.device_option(), dtype: str = options.dtype_option()) -> None:
     """Ablate each selection rule's top-k concepts per token; report the rise in next-token loss."""
     from ..sae.corpus import wiki_texts
     from ..sae.selection import compare_selection
 
-    s, m, tok, _ = _load(sae, model, allow_network)
+    s, m, tok, _ = _load(sae, model, allow_network, device=device, dtype=dtype)
     res = compare_selection(m, tok, s, wiki_texts()[1][:texts], k=k, max_length=max_length)
     if as_json:
         print(json.dumps(res.as_dict()))

@@ -28,14 +28,8 @@ def _console() -> Console:
 
 def _load(model: str, device: str, dtype: str, allow_network: bool):
     from ..models import load_model
-    from ..models.devices import resolve_device, resolve_dtype
 
-    lm, tok = load_model(model, allow_network=allow_network or None)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if dev.type != "cpu" or dt != next(lm.parameters()).dtype:
-        lm = lm.to(device=dev, dtype=dt)
-    return lm, tok
+    return load_model(model, device=device, dtype=dtype, allow_network=allow_network or None)
 
 
 def _labels_for(lm, tok, sae_model, sae_src: Optional[str], concepts: list[int], allow_network: bool,

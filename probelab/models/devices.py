@@ -18,6 +18,8 @@ torch.float32
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import ProbelabError
@@ -86,6 +88,19 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto",
     return DTYPE_NAMES[name]
 
 
+ENV_DEVICE, ENV_DTYPE = "PROBELAB_DEVICE", "PROBELAB_DTYPE"
+
+
+def env_device() -> str:
+    """``$PROBELAB_DEVICE`` or ``"auto"``: what the app (a separate server process) loads models on."""
+    return os.environ.get(ENV_DEVICE, "").strip() or "auto"
+
+
+def env_dtype() -> str:
+    """``$PROBELAB_DTYPE`` or ``"auto"``."""
+    return os.environ.get(ENV_DTYPE, "").strip() or "auto"
+
+
 def input_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's input embedding (where token ids go), for sharded models too."""
     get = getattr(model, "get_input_embeddings", None)
@@ -113,4 +128,4 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float32
 
 
-__all__ = ["resolve_device", "resolve_dtype", "input_device", "model_dtype", "DTYPE_NAMES"]
+__all__ = ["resolve_device", "resolve_dtype", "input_device", "model_dtype", "DTYPE_NAMES", "env_device", "env_dtype"]

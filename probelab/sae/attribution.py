@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..capture import position_ids_from_mask
 from ..errors import ProbelabError
 from ..models.attention import attention_implementation, choose_attention
+from ..models.devices import input_device
 from .diagonal import diagonal_gradients
 from .encode import encode_parts, latent_grad
 from .load import check_sae_fits
@@ -136,7 +137,7 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     site = check_sae_fits(sae, model) if site is None else site
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    device = next(model.parameters()).device
+    device = input_device(model)  # the embedding's device (the first shard of a device_map model)
     ids, mask = input_ids.to(device), attention_mask.to(device)
     if spec.loss == "next_token":
         attn = diagonal_gradients(model)
@@ -153,8 +154,11 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         losses, valid = next_token_losses(out.logits, ids, mask)
         total = objective(losses, valid, spec.loss)
         (grad_h,) = torch.autograd.grad(total, leaf.h)
-    h = leaf.h.detach()
-    grad_h = grad_h.to(h.dtype)
+    sae_device = next(sae.parameters()).device  # the site's block may sit on another shard
+    h = leaf.h.detach().to(sae_device)
+    grad_h = grad_h.to(sae_device, h.dtype)
+    valid, losses = valid.to(sae_device), losses.to(sae_device)
+    mask = mask.to(sae_device)
     with torch.no_grad():
         pre, post = encode_parts(sae, h)
     z = post if spec.activation == "post" else pre
@@ -187,8 +191,7 @@ class ConceptLabeler:
         self.spec = resolve_spec(variant, activation=activation, loss=loss, sign=sign)
         self.k_attr, self.batch_size, self.autocast, self.attention = k_attr, batch_size, autocast, attention
         self.max_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
-        device = next(model.parameters()).device
-        self.sae.to(device)
+        self.sae.to(input_device(model))
 
     @property
     def num_concepts(self) -> int:

@@ -50,8 +50,11 @@ def site_states(model, tok, texts: list[str], site: int, batch_size: int = 16, m
     """
     if site < 1:
         raise ProbelabError("site_states needs a block output (site >= 1)")
+    from ..capture.hf import STORE_DEVICE
+    from ..models.devices import input_device
+
     layer = decoder_layers(model)[site - 1]
-    device = next(model.parameters()).device
+    device = input_device(model)
     out: list[torch.Tensor] = []
     held: dict[str, torch.Tensor] = {}
 
@@ -69,9 +72,10 @@ def site_states(model, tok, texts: list[str], site: int, batch_size: int = 16, m
                 model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
             except _Stop:
                 pass
-            h = held.pop("h").float()
+            h = held.pop("h").float().to(STORE_DEVICE)  # states go to host memory, float32
+            m = mask.to(STORE_DEVICE).bool()
             for b in range(ids.shape[0]):
-                real = h[b][mask[b].bool()]
+                real = h[b][m[b]]
                 out.append(real[sink_mask(real)] if skip_first else real)
     finally:
         handle.remove()
@@ -103,11 +107,11 @@ def sae_quality(sae, states: list[torch.Tensor] | torch.Tensor, chunk: int = 409
     fired = torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool)
     mean = x_all.double().mean(0)
     for i in range(0, x_all.shape[0], chunk):
-        x = x_all[i:i + chunk].to(dtype)
+        x = x_all[i:i + chunk].to(device=sae.W_dec.device, dtype=dtype)
         z = sae.encode(x)
         x_hat = sae.decode(z)
         err += (x - x_hat).double().pow(2).sum().item()
-        tot += (x.double() - mean).pow(2).sum().item()
+        tot += (x.double() - mean.to(x.device)).pow(2).sum().item()
         sq += x.double().pow(2).sum().item()
         active = z != 0
         l0 += active.sum().item()

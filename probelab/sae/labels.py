@@ -119,7 +119,7 @@ def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int
     n_tokens = 0
     for ti, h in enumerate(states):
         keep = sink_mask(h).nonzero().flatten()  # attention-sink tokens are not labelled
-        z = sae.encode(h[keep].to(dtype))
+        z = sae.encode(h[keep].to(device=sae.W_dec.device, dtype=dtype)).to(h.device)
         nz = z.nonzero(as_tuple=True)
         rows.append(keep[nz[0]])  # position in the text
         cols.append(nz[1])

@@ -42,7 +42,7 @@ def residual_leaf(model, index: int, replace: torch.Tensor | None = None) -> Ite
     leaf = Leaf()
 
     def swap(h: torch.Tensor) -> torch.Tensor:
-        new = (replace if replace is not None else h).detach().to(h.dtype).requires_grad_(True)
+        new = (replace if replace is not None else h).detach().to(h.device, h.dtype).requires_grad_(True)
         leaf.h = new
         return new
 

@@ -58,8 +58,16 @@ class SAETrainConfig:
     seed: int = 0
     n_heldout: int = 500            # held-out articles (never trained on)
     n_eval_texts: int = 200         # held-out articles used for the quality numbers
+    device: str = "auto"            # where the LM and the SAE run (probelab.models.devices.resolve_device)
+    dtype: str = "float32"          # the LM's weights (its forward runs under autocast_lm); the SAE is float32
     threads: int = 2
     extra: dict = field(default_factory=dict)  # any other LanguageModelSAERunnerConfig field
+
+    @property
+    def torch_device(self) -> str:
+        from ..models.devices import resolve_device
+
+        return str(resolve_device(self.device))
 
     @property
     def hook_name(self) -> str:
@@ -82,7 +90,7 @@ class SAETrainConfig:
             lr_decay_steps=int(steps * self.lr_decay_fraction), dead_feature_window=self.dead_feature_window,
             feature_sampling_window=max(self.dead_feature_window, 200),
             n_batches_for_norm_estimate=self.n_batches_for_norm_estimate, autocast_lm=self.autocast_lm,
-            device="cpu", seed=self.seed, logger=LoggingConfig(log_to_wandb=False), output_path=output_path,
+            device=self.torch_device, seed=self.seed, logger=LoggingConfig(log_to_wandb=False), output_path=output_path,
             checkpoint_path=None, n_checkpoints=0, **self.extra,
         ), LanguageModelSAERunnerConfig
 
@@ -117,7 +125,7 @@ def cache_activations(cfg: SAETrainConfig, model_folder: str, texts: list[str], 
         model_batch_size=cfg.store_batch_prompts, hook_name=cfg.hook_name, d_in=d_in,
         training_tokens=cfg.cache_tokens, context_size=cfg.context_size, seqpos_slice=(1, None),
         buffer_size_gb=(per_buffer + 1) * d_in * 4 / 1e9, new_cached_activations_path=str(out),
-        shuffle=True, seed=cfg.seed, dtype="float32", device="cpu", autocast_lm=cfg.autocast_lm,
+        shuffle=True, seed=cfg.seed, dtype="float32", device=cfg.torch_device, autocast_lm=cfg.autocast_lm,
         streaming=False, prepend_bos=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -149,7 +157,7 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
     cfg = config or SAETrainConfig()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model, tok = model_and_tok or load_model(cfg.model)
+    model, tok = model_and_tok or load_model(cfg.model, device=cfg.torch_device, dtype=cfg.dtype)
     d_model, n_layers = int(model.config.hidden_size), int(model.config.num_hidden_layers)
     if not 1 <= cfg.layer <= n_layers:
         raise ProbelabError(f"layer {cfg.layer} is not a block output of this model (1..{n_layers})")
