@@ -114,3 +114,37 @@ def test_cli_order_density_and_hide_dense(tmp_path, capsys, monkeypatch):
     assert run_cli(base[:-2] + ["hey"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "positive = the concept raises the loss" in printed and "ranked signed" in printed
+
+
+def test_app_concepts_page_says_what_the_sign_means_and_hides_dense(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("PROBELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROBELAB_APP_MODEL", "tiny-llama")
+    monkeypatch.setenv("PROBELAB_APP_UMAP", "0")
+    monkeypatch.setenv("PROBELAB_APP_ROOTS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "probelab" / "app" / "main.py"),
+                           default_timeout=240)
+    at.run()
+    at.switch_page("views/concepts.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("positive = the concept raises the loss" in i.value for i in at.info)
+    assert any("DENSE = the latent fires on more than 10%" in c.value for c in at.caption)
+    ranked = at.dataframe(key="cc_pick").value
+    assert {"fires on", "dense"} <= set(ranked.columns)
+    at.sidebar.selectbox(key="cc_order").set_value("supporting").run()
+    assert not at.exception
+    assert any("ranked supporting" in c.value for c in at.caption)
+    at.sidebar.checkbox(key="cc_hide_dense").check().run()
+    assert not at.exception
+    ranked = at.dataframe(key="cc_pick").value
+    assert len(ranked) and not ranked["dense"].any()
+    st.cache_data.clear()
+    st.cache_resource.clear()

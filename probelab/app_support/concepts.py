@@ -92,11 +92,27 @@ def concept_info(labels, concept_id):
 
 
 # ---- per-token rows -----------------------------------------------------------------------------
-def sae_rows(model, tok, sae, text: str, top: int = 3, variant: str = "official", labels=None) -> dict:
-    """:func:`probelab.sae.inspect.inspect_text` (top concepts per token by activation and attribution)."""
+def sae_rows(model, tok, sae, text: str, top: int = 3, variant: str = "official", labels=None,
+             order: str = "signed", density=None, hide_dense: bool = False) -> dict:
+    """:func:`probelab.sae.inspect.inspect_text` (top concepts per token by activation and attribution;
+    ``order`` ranks the attribution scores, ``density`` adds each concept's firing density)."""
     from ..sae.inspect import inspect_text
 
-    return inspect_text(model, tok, sae, text, top=top, variant=variant, labels=labels)
+    return inspect_text(model, tok, sae, text, top=top, variant=variant, labels=labels, order=order,
+                        density=density, hide_dense=hide_dense)
+
+
+def get_density(model, tok, sae):
+    """Firing density of every latent over held-out text (:func:`probelab.sae.density.latent_density`,
+    cached on disk by SAE and model weights)."""
+    from ..sae.density import latent_density
+
+    return latent_density(model, tok, sae)
+
+
+ORDER_HELP = {"signed": "most positive first: raise the loss most (what CoCoMix trains on)",
+              "absolute": "largest |score| first, either sign",
+              "supporting": "most negative first: help the prediction most"}
 
 
 def is_cocomix(model) -> bool:
@@ -140,7 +156,8 @@ def cocomix_rows(model, tok, text: str, top: int = 5, labels=None, max_tokens: i
 
 
 def _describe(c: dict) -> str:
-    return f"{c['id']}" + (f" {c['label']}" if c.get("label") else "") + f" ({c['value']:.3g})"
+    tail = f", fires {100 * c['density']:.1f}%" + (" DENSE" if c.get("dense") else "") if "density" in c else ""
+    return f"{c['id']}" + (f" {c['label']}" if c.get("label") else "") + f" ({c['value']:.3g}{tail})"
 
 
 def rows_table(rows: list[dict], rankings=("by_activation", "by_attribution", "by_prediction")) -> pd.DataFrame:
@@ -162,13 +179,20 @@ def concepts_in(rows: list[dict], key: str) -> pd.DataFrame:
     count: Counter = Counter()
     best: dict[int, float] = {}
     label: dict[int, str] = {}
+    density: dict[int, tuple[float, bool]] = {}
     for r in rows:
         for c in r.get(key, []):
             count[c["id"]] += 1
             best[c["id"]] = max(best.get(c["id"], -math.inf), c["value"])
             label.setdefault(c["id"], c.get("label", ""))
+            if "density" in c:
+                density[c["id"]] = (c["density"], bool(c.get("dense")))
     data = [{"concept": cid, "label": label[cid], "tokens": n, "max value": best[cid]} for cid, n in count.items()]
     cols = ["concept", "label", "tokens", "max value"]
+    if density:
+        for d in data:
+            d["fires on"], d["dense"] = density.get(d["concept"], (float("nan"), False))
+        cols += ["fires on", "dense"]
     return pd.DataFrame(data, columns=cols).sort_values(["tokens", "max value"], ascending=False, ignore_index=True)
 
 

@@ -9,6 +9,7 @@ from probelab.app_support import concepts as cc
 from probelab.app_support import ui
 from probelab.errors import ProbelabError
 from probelab.sae import VARIANTS
+from probelab.sae.inspect import ORDERS, score_meaning
 
 DEFAULT_TEXT = "The capital of France is Paris, and the capital of Japan is Tokyo."
 
@@ -25,14 +26,21 @@ with st.sidebar:
     variant = st.selectbox("attribution variant", list(VARIANTS), key="cc_variant",
                            help="official: TopK post-activation x grad of the sequence loss (the released code); "
                                 "paper: pre-activation x grad of the next-token loss (Eq. 1)")
+    order = st.selectbox("attribution order", list(ORDERS), key="cc_order",
+                         format_func=lambda o: f"{o}: {cc.ORDER_HELP[o]}",
+                         help="A positive score means the concept raises the loss (removing it would lower "
+                              "the loss by about the score); a negative one that it supports the prediction.")
     with_labels = st.checkbox("concept labels (computed over the corpus once per SAE)", True, key="cc_labels")
+    with_density = st.checkbox("firing density (held-out text, once per SAE)", True, key="cc_density")
+    hide_dense = st.checkbox("hide dense latents (firing on >10% of tokens)", False, key="cc_hide_dense",
+                             disabled=not with_density)
 
 text = st.text_area("text", DEFAULT_TEXT, key="cc_text", height=90)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, with_labels: bool,
-            default_teacher: str) -> dict:
+            default_teacher: str, order: str = "signed", with_density: bool = True, hide_dense: bool = False) -> dict:
     """Per-token concepts, and where their labels come from (``labels_from``: SAE source, model spec)."""
     model, tok = ui.model_pair(model_spec)
     if cc.is_cocomix(model):  # its concepts are latents of its teacher's SAE
@@ -45,8 +53,11 @@ def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, wi
             rows = cc.cocomix_rows(model, tok, text, top=top, labels=labels)
         return {"kind": "cocomix", "labels_from": (sae, teacher), **rows}
     labels = ui.labels_for(sae_src, model_spec) if with_labels else None
+    sae = ui.sae_for(sae_src, model_spec)
     with ui.model_lock():  # not while another session steers this model
-        rows = cc.sae_rows(model, tok, ui.sae_for(sae_src, model_spec), text, top, variant, labels)
+        density = cc.get_density(model, tok, sae) if with_density else None
+        rows = cc.sae_rows(model, tok, sae, text, top, variant, labels, order=order, density=density,
+                           hide_dense=hide_dense and with_density)
     return {"kind": "sae", "labels_from": (sae_src, model_spec), **rows}
 
 
@@ -78,7 +89,8 @@ def concept_details(concept_id: int, rows, keys, labels_from) -> None:
 result = None
 with ui.guard("concepts"):
     with st.spinner("loading the model and SAE, computing concepts (labels: once per SAE)"):
-        result = inspect(model_spec, sae_src, text, top, variant, with_labels, S.model)
+        result = inspect(model_spec, sae_src, text, top, variant, with_labels, S.model, order, with_density,
+                         hide_dense)
 
 if result is not None:
     rows = result["tokens"]
@@ -92,9 +104,15 @@ if result is not None:
         v = result["variant"]
         st.caption(f"{result['n_tokens']} tokens{' (truncated)' if result['truncated'] else ''} · SAE on resid "
                    f"{result['site']} · attribution: {v['activation']}-activation x grad of the {v['loss']} loss, "
-                   f"{v['sign']}")
+                   f"{v['sign']}, ranked {result.get('order', 'signed')}")
+        st.info(result.get("score_meaning") or score_meaning(v["loss"]))
+        if result.get("dense_threshold"):
+            st.caption(f"DENSE = the latent fires on more than {100 * result['dense_threshold']:.0f}% of held-out "
+                       "tokens (it says little about this text)" + ("; dense latents are hidden" if result.get(
+                           "hide_dense") else ""))
         highlight(rows, "by_activation", "by SAE activation (shade: top activation)")
-        highlight(rows, "by_attribution", "by attribution score (orange +, blue -)")
+        highlight(rows, "by_attribution", "by attribution score (orange + raises the loss, blue - supports the "
+                                          "prediction)")
     st.dataframe(cc.rows_table(rows), hide_index=True, key="cc_rows")
 
     st.subheader("A concept")
