@@ -9,6 +9,13 @@ For every latent, computed once over a slice of the corpus and cached as JSON:
   final norm's gain and the unembedding (``W_U (g * W_dec[i])``, a direct-logit view);
 - ``label``: a short string for tables: its top firing tokens, ``a|b|c``; ``(dead)`` if it never fired.
 
+Full labels read :data:`FULL_TEXTS` held-out intros (the model's forward pass up to the SAE site
+over ~60k tokens: minutes on a 2-core CPU). What a person sees first (``probelab concepts``, the
+app) uses :func:`display_labels`: the full labels when they are cached, else *quick* labels from
+the first :data:`QUICK_TEXTS` of the same intros (the same latents fire, with fewer contexts to
+choose from), built in seconds and cached too. ``probelab sae labels`` (and ``probelab sae train``)
+build the full ones, which replace the quick ones from then on.
+
 >>> from probelab.models.tiny import tiny_llama, tiny_tokenizer
 >>> from probelab.sae.tiny import tiny_sae
 >>> labels = concept_labels(tiny_llama(), tiny_tokenizer(), tiny_sae(), texts=["abc abc", "hello"], cache=False)
@@ -19,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import ProbelabError
 from ..paths import atomic_write_text, cache_dir
@@ -32,6 +41,9 @@ from .load import check_sae_fits
 
 FORMAT = "probelab.concept_labels"
 VERSION = 2
+FULL_TEXTS = 300   # held-out intros the full labels are read from
+QUICK_TEXTS = 40   # the first ones of those, for the quick labels shown before the full ones exist
+BATCH_TEXTS = 16   # texts per forward pass (sorted by length: little padding)
 
 
 @dataclass
@@ -98,21 +110,55 @@ def promoted_tokens(model, tok, sae, n: int = 5) -> list[list[str]]:
 
 
 @torch.no_grad()
-def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int = 300, n_contexts: int = 5,
-                   n_promoted: int = 5, window: int = 8, cache: bool = True, sae_path: str | Path | None = None,
-                   progress: bool = False) -> ConceptLabels:
-    """Labels for every latent of ``sae`` (cached under ``cache_dir()/concept_labels`` when ``cache``)."""
-    site = check_sae_fits(sae, model)
-    if texts is None:
-        from .corpus import wiki_texts
+def _label_texts(n_texts: int) -> list[str]:
+    from .corpus import wiki_texts
 
-        texts = wiki_texts()[1][:n_texts]  # held-out intros: the same text for every SAE
-    key = _cache_key(sae, model, texts, sae_path, n_contexts)
-    path = cache_dir() / "concept_labels" / f"{key}.json"
+    return wiki_texts()[1][:n_texts]  # held-out intros: the same text for every SAE
+
+
+def labels_path(model, tok, sae, texts: list[str] | None = None, n_texts: int = FULL_TEXTS, n_contexts: int = 5,
+                sae_path: str | Path | None = None) -> Path:
+    """Where :func:`concept_labels` caches (or finds) the labels for these arguments."""
+    texts = _label_texts(n_texts) if texts is None else texts
+    return cache_dir() / "concept_labels" / f"{_cache_key(sae, model, texts, sae_path, n_contexts)}.json"
+
+
+def _states_by_length(model, tok, texts: list[str], site: int, max_length: int, progress: bool, desc: str):
+    """Site states of ``texts`` (every real token), batched by similar length so padding costs little."""
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    states: list = [None] * len(texts)
+    bar = tqdm(total=sum(lengths), desc=desc, unit="tok", disable=not progress, leave=False)
+    try:
+        for s in range(0, len(order), BATCH_TEXTS):
+            chunk = order[s:s + BATCH_TEXTS]
+            got = site_states(model, tok, [texts[i] for i in chunk], site, batch_size=len(chunk),
+                              max_length=max_length, skip_first=False)
+            for i, h in zip(chunk, got):
+                states[i] = h
+            bar.update(sum(lengths[i] for i in chunk))
+    finally:
+        bar.close()
+    return states
+
+
+def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int = FULL_TEXTS, n_contexts: int = 5,
+                   n_promoted: int = 5, window: int = 8, cache: bool = True, sae_path: str | Path | None = None,
+                   progress: bool = False, max_length: int = 256) -> ConceptLabels:
+    """Labels for every latent of ``sae`` (cached under ``cache_dir()/concept_labels`` when ``cache``).
+
+    ``progress``: a one-line notice of what is built, then a token progress bar (stderr).
+    """
+    site = check_sae_fits(sae, model)
+    texts = _label_texts(n_texts) if texts is None else texts
+    path = labels_path(model, tok, sae, texts, n_texts, n_contexts, sae_path)
     if cache and path.is_file():
         return ConceptLabels.load(path)
-    enc_ids = [tok(t, truncation=True, max_length=256)["input_ids"] for t in texts]
-    states = site_states(model, tok, texts, site, skip_first=False, progress=progress)
+    enc_ids = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    if progress:
+        print(f"probelab: building concept labels for {int(sae.cfg.d_sae)} SAE latents from {len(texts)} held-out "
+              f"intros ({sum(map(len, enc_ids)):,} tokens; once per SAE, then cached)", file=sys.stderr, flush=True)
+    states = _states_by_length(model, tok, texts, site, max_length, progress, "concept labels")
     d_sae = int(sae.cfg.d_sae)
     dtype = next(sae.parameters()).dtype
     rows, cols, vals, where = [], [], [], []
@@ -153,6 +199,28 @@ def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int
     if cache:
         labels.save(path)
     return labels
+
+
+def display_labels(model, tok, sae, sae_path: str | Path | None = None, progress: bool = False) -> ConceptLabels:
+    """The labels to show a person now: the full ones when cached, else the quick ones (built if needed).
+
+    ``labels.meta["quick"]`` is True for quick labels (:data:`QUICK_TEXTS` intros instead of
+    :data:`FULL_TEXTS`); ``probelab sae labels`` builds the full ones.
+    """
+    full = labels_path(model, tok, sae, sae_path=sae_path)
+    if full.is_file():
+        return ConceptLabels.load(full)
+    labels = concept_labels(model, tok, sae, n_texts=QUICK_TEXTS, sae_path=sae_path, progress=progress)
+    labels.meta["quick"] = True
+    return labels
+
+
+def quick_note(labels: ConceptLabels | None, sae: str = "default") -> str | None:
+    """One line saying the labels are the quick ones and how to get the full ones (``None`` otherwise)."""
+    if labels is None or not labels.meta.get("quick"):
+        return None
+    return (f"labels come from {labels.meta.get('n_texts')} intros ({labels.meta.get('n_tokens'):,} tokens), a quick "
+            f"first build; `probelab sae labels {sae}` builds them from {FULL_TEXTS}")
 
 
 def _cache_key(sae, model, texts: list[str], sae_path, n_contexts: int) -> str:
