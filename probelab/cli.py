@@ -26,7 +26,7 @@ COMMAND_MODULES = [
     "probelab.commands.align",
     "probelab.commands.steer",
     "probelab.commands.sae", "probelab.commands.concepts",
-    "probelab.commands.lens",
+    "probelab.commands.lens", "probelab.commands.features",
     "probelab.commands.app",
     "probelab.commands.train",
 ]
