@@ -61,7 +61,7 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 # Modules whose import, when it is what brings probelab in, means the command line is starting.
-CLI_MODULES = ("probelab.cli",)
+_CLI_MODULES = ("probelab.cli",)
 
 
 def _cli_starting() -> bool:
@@ -78,7 +78,7 @@ def _cli_starting() -> bool:
         code = frame.f_code.co_name
         if code in ("_find_and_load_unlocked", "_get_module_details"):
             name = frame.f_locals.get("name" if code == "_find_and_load_unlocked" else "mod_name")
-            if name in CLI_MODULES:
+            if name in _CLI_MODULES:
                 return True
         frame = frame.f_back
     return False
