@@ -297,7 +297,7 @@ def latent_dashboard(model, tok, sae, latent: int, **kwargs) -> dict:
 
 
 # ---- HTML --------------------------------------------------------------------------------------
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#555;font-size:13px} .flag{background:#c62828;color:#fff;border-radius:3px;padding:1px 6px;font-size:12px}
@@ -314,7 +314,8 @@ def _esc(s: str) -> str:
     return html.escape(s).replace("\n", "\u21b5")
 
 
-def _context_html(ctx: dict, top: float) -> str:
+def context_html(ctx: dict, top: float) -> str:
+    """One context as a table row: its activation, then the window's tokens shaded by this latent's activation."""
     parts = []
     for k, t in enumerate(ctx["window"]):
         alpha = min(1.0, t["act"] / top) if top > 0 else 0.0
@@ -324,7 +325,7 @@ def _context_html(ctx: dict, top: float) -> str:
     return f'<tr><td class="act">{ctx["act"]:.3f}</td><td class="ctx">{"".join(parts)}</td></tr>'
 
 
-def _histogram_svg(hist: dict, width: int = 640, height: int = 160) -> str:
+def histogram_svg(hist: dict, width: int = 640, height: int = 160) -> str:
     counts, edges = hist["counts"], hist["edges"]
     if not counts:
         return "<p class='meta'>never active on the scanned tokens</p>"
@@ -354,13 +355,13 @@ def latent_html(dash: dict, title: str = "") -> str:
         flags += ' <span class="flag dead">dead: never fired</span>'
     top = dash["top"][0]["act"] if dash["top"] else 0.0
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-           f"<title>latent {i}: {_esc(dash['label'])}</title><style>{_CSS}</style></head><body>",
+           f"<title>latent {i}: {_esc(dash['label'])}</title><style>{CSS}</style></head><body>",
            f"<h1>Latent {i} <span class='tok'>{_esc(dash['label'])}</span>{flags}</h1>",
            f"<p class='meta'>{_esc(title)} SAE on residual index {dash['site']} · {dash['d_sae']} latents · "
            f"density <b>{100 * dash['density']:.3f}%</b> ({dash['count']} of {dash['n_tokens']} held-out tokens in "
            f"{dash['n_texts']} texts; attention sinks excluded) · fires most on: "
            f"{', '.join(_esc(repr(t)) for t in dash['top_tokens']) or '-'}</p>",
-           "<h2>Activation histogram (non-zero activations)</h2>", _histogram_svg(dash["histogram"]),
+           "<h2>Activation histogram (non-zero activations)</h2>", histogram_svg(dash["histogram"]),
            "<h2>Output tokens (decoder direction through the final norm's gain and the unembedding)</h2>",
            "<div class='cols'>"]
     for name, cls in (("promoted", "up"), ("suppressed", "down")):
@@ -370,7 +371,7 @@ def latent_html(dash: dict, title: str = "") -> str:
     out.append("</div><h2>Top-activating contexts</h2>")
     if dash["top"]:
         out.append("<p class='meta'>the firing token is outlined; shading = this latent's activation on each token"
-                   "</p><table>" + "".join(_context_html(c, top) for c in dash["top"]) + "</table>")
+                   "</p><table>" + "".join(context_html(c, top) for c in dash["top"]) + "</table>")
     else:
         out.append("<p class='meta'>none: the latent never fired on the scanned text</p>")
     if dash["quantiles"]:
@@ -378,6 +379,6 @@ def latent_html(dash: dict, title: str = "") -> str:
         for q in dash["quantiles"]:
             out.append(f"<p class='meta'>activations {q['range'][0]:.3g} to {q['range'][1]:.3g} "
                        f"(quantiles {q['share'][0]:.0%}-{q['share'][1]:.0%} of its firings)</p><table>"
-                       + "".join(_context_html(c, top) for c in q["examples"]) + "</table>")
+                       + "".join(context_html(c, top) for c in q["examples"]) + "</table>")
     out.append("</body></html>")
     return "\n".join(out)
