@@ -18,6 +18,7 @@ pages = [
     st.Page("views/concepts.py", title="Concepts", url_path="concepts"),
     st.Page("views/steering.py", title="Steering", url_path="steering"),
     st.Page("views/lens.py", title="Lens", url_path="lens"),
+    st.Page("views/features.py", title="Features", url_path="features"),
 ]
 
 
