@@ -407,7 +407,7 @@ def validate_optim(t: OptimCfg, min_steps: int = 0) -> None:
         _check(getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}")
     for key in ("warmup", "checkpoint_every", "keep_checkpoints"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0, got {getattr(t, key)}")
-    _finite("train", t, "lr", 0.0, low_open=True)
+    _finite("train", t, "lr", 0.0, 1.0, low_open=True)  # AdamW never trains above 1 (and torch overflows near 3e37)
     _finite("train", t, "min_lr_ratio", 0.0, 1.0)
     _finite("train", t, "weight_decay", 0.0)
     _finite("train", t, "grad_clip", 0.0)
