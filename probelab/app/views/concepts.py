@@ -75,6 +75,8 @@ def concept_details(concept_id: int, rows, keys, labels_from) -> None:
     st.markdown(f"#### concept {info.id}: `{info.label}`")
     st.caption(f"active on {100 * info.frequency:.2f}% of corpus tokens · fires most on: "
                f"{', '.join(map(repr, info.top_tokens)) or '-'} · promotes: {', '.join(map(repr, info.promoted)) or '-'}")
+    st.page_link("views/features.py", label=f"open concept {info.id} on the Features page (full dashboard)",
+                 query_params={"latent": str(info.id), "sae": labels_from[0], "model": labels_from[1]})
     if info.contexts:
         st.markdown("top-activating contexts (the firing token in **[[ ]]**)")
         st.dataframe([{"context": c["text"], "activation": c["act"]} for c in info.contexts], hide_index=True,
