@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     if bad is not None:
         _fail(f"argument {bad!r} is not valid UTF-8 (check the shell's locale or the file name's encoding)", 2)
     _quiet_libraries()
+    with contextlib.suppress(Exception):  # leftovers of killed runs (never fails a command)
+        from .paths import clean_cache_leftovers
+
+        clean_cache_leftovers()
     with contextlib.suppress(ValueError):  # not in the main thread (tests): keep the default handler
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -236,6 +236,14 @@ def clean_scratch(root: str | os.PathLike | None = None) -> list[Path]:
 _cleaned: set[str] = set()
 
 
+def clean_cache_leftovers() -> None:
+    """What every ``probelab`` command does first: remove scratch folders of dead processes from
+    an existing cache (never creates the cache)."""
+    root = Path(os.environ.get("PROBELAB_CACHE") or Path.home() / ".cache" / "probelab")
+    if root.is_dir():
+        _clean_cache_once(str(root))
+
+
 def _clean_cache_once(root: str) -> None:
     if root in _cleaned:
         return
