@@ -59,10 +59,11 @@ def get_sae(source: str, model):
 
 
 def get_labels(model, tok, sae, source: str):
-    """Concept labels for every latent (computed over the corpus once per SAE, then read from the cache)."""
-    from ..sae.labels import concept_labels
+    """Concept labels for every latent: the full ones when cached, else quick ones from fewer intros (built
+    in seconds, then cached; ``labels.meta["quick"]``, :func:`probelab.sae.labels.quick_note`)."""
+    from ..sae.labels import display_labels
 
-    return concept_labels(model, tok, sae, sae_path=None if is_default_sae(source) else source)
+    return display_labels(model, tok, sae, sae_path=None if is_default_sae(source) else source)
 
 
 def is_default_sae(source: str) -> bool:
@@ -102,9 +103,14 @@ def sae_rows(model, tok, sae, text: str, top: int = 3, variant: str = "official"
                         density=density, hide_dense=hide_dense)
 
 
-def get_density(model, tok, sae):
+def get_density(model, tok, sae, labels=None):
     """Firing density of every latent over held-out text (:func:`probelab.sae.density.latent_density`,
-    cached on disk by SAE and model weights)."""
+    cached on disk by SAE and model weights); with ``labels``, the density their build measured
+    (:func:`probelab.sae.labels.density_of`: no second pass over the corpus)."""
+    if labels is not None:
+        from ..sae.labels import density_of
+
+        return density_of(labels)
     from ..sae.density import latent_density
 
     return latent_density(model, tok, sae)
@@ -169,7 +175,7 @@ def rows_table(rows: list[dict], rankings=("by_activation", "by_attribution", "b
             row["next-token loss"] = r["loss"]
         for key in rankings:
             if key in r:
-                row[RANKINGS[key]] = "  ".join(_describe(c) for c in r[key])
+                row[RANKINGS[key]] = "  ".join(_describe(c) for c in r[key]) or "–"  # e.g. no next token
         out.append(row)
     return pd.DataFrame(out)
 
@@ -210,7 +216,7 @@ def top_values(rows: list[dict], key: str) -> list[float]:
 
 
 def hover_titles(rows: list[dict], key: str) -> list[str]:
-    return [f"#{r['position']} {r['token']!r}\n" + "\n".join(_describe(c) for c in r.get(key, [])) for r in rows]
+    return [f"#{r['position']} {r['token']!r}\n" + ("\n".join(_describe(c) for c in r.get(key, [])) or "–") for r in rows]
 
 
 # ---- highlighting -------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def concepts_cmd(
     from ..sae import check_sae_fits, load_sae
     from ..errors import ProbelabError
     from ..sae.inspect import ORDERS, inspect_text
-    from ..sae.labels import concept_labels
+    from ..sae.labels import density_of, display_labels, quick_note
 
     if order not in ORDERS:
         raise ProbelabError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
@@ -58,9 +58,13 @@ def concepts_cmd(
     check_sae_fits(s, m)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lab = concept_labels(m, tok, s, sae_path=sae if sae not in ("default",) else None) if labels else None
+        # quick labels (40 intros) until `probelab sae labels` has built the full ones
+        lab = display_labels(m, tok, s, sae_path=sae if sae not in ("default",) else None,
+                             progress=True) if labels else None
         dens = None
-        if density:
+        if density and lab is not None:
+            dens = density_of(lab)  # measured by the label build on the same tokens
+        elif density:
             from ..sae.density import latent_density
 
             dens = latent_density(m, tok, s, progress=True)
@@ -70,6 +74,9 @@ def concepts_cmd(
     for w in caught:
         if "truncated" in str(w.message):
             typer.echo(f"warning: {w.message}", err=True)
+    note = quick_note(lab, sae)
+    if note:
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         print(json.dumps(result))
         return
@@ -79,7 +86,7 @@ def concepts_cmd(
             out += f", fires {100 * c['density']:.1f}%" + (" DENSE" if c["dense"] else "")
         return out + ")"
 
-    fmt = lambda items: "  ".join(describe(c) for c in items)
+    fmt = lambda items: "  ".join(describe(c) for c in items) or "–"  # none: the last token has no next token
     v = result["variant"]
     heading = {"signed": "most positive", "absolute": "largest |score|", "supporting": "most negative"}[order]
     t = Table(title=f"{model} + SAE {sae} (resid {result['site']}); attribution: {v['activation']}-activation x "

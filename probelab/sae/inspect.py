@@ -122,7 +122,8 @@ def inspect_text(model, tok, sae, text: str, top: int = 3, variant: str = "offic
             "sink": bool(is_sink[t]),
             "loss": round(float(att.token_loss[0, t]), 4) if bool(att.valid[0, t]) else None,
             "by_activation": concepts(act_v, act_i, 0, t),
-            "by_attribution": concepts(att_v, att_i, 0, t),
+            # no next token (the last one): the loss does not depend on this position, every score is 0
+            "by_attribution": concepts(att_v, att_i, 0, t) if bool(att.valid[0, t]) else [],
         })
     return {"text": text, "n_tokens": int(ids.shape[1]), "truncated": truncated, "site": labeler.site,
             "variant": {"activation": labeler.spec.activation, "loss": labeler.spec.loss, "sign": labeler.spec.sign},

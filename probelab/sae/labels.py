@@ -236,3 +236,15 @@ def _cache_key(sae, model, texts: list[str], sae_path, n_contexts: int) -> str:
     if sae_path is not None and Path(sae_path).is_dir():
         h.update(folder_fingerprint(sae_path).encode())
     return h.hexdigest()[:20]
+
+
+def density_of(labels: ConceptLabels):
+    """The firing density (:class:`probelab.sae.density.Density`) the label build measured on its own
+    tokens (sinks excluded, as :func:`probelab.sae.density.latent_density` does): no second pass."""
+    import numpy as np
+
+    from .density import Density
+
+    n = int(labels.meta.get("n_tokens", 0))
+    counts = np.rint(np.array([x.frequency for x in labels.infos], dtype=np.float64) * n).astype(np.int64)
+    return Density(counts, n, int(labels.meta.get("n_texts", 0)), int(labels.meta.get("site", 0)))

@@ -8,6 +8,7 @@ import streamlit as st
 from probelab.app_support import concepts as cc
 from probelab.app_support import ui
 from probelab.errors import ProbelabError
+from probelab.sae.labels import quick_note
 from probelab.sae import VARIANTS
 from probelab.sae.inspect import ORDERS, score_meaning
 
@@ -55,7 +56,7 @@ def inspect(model_spec: str, sae_src: str, text: str, top: int, variant: str, wi
     labels = ui.labels_for(sae_src, model_spec) if with_labels else None
     sae = ui.sae_for(sae_src, model_spec)
     with ui.model_lock():  # not while another session steers this model
-        density = cc.get_density(model, tok, sae) if with_density else None
+        density = cc.get_density(model, tok, sae, labels) if with_density else None
         rows = cc.sae_rows(model, tok, sae, text, top, variant, labels, order=order, density=density,
                            hide_dense=hide_dense and with_density)
     return {"kind": "sae", "labels_from": (sae_src, model_spec), **rows}
@@ -108,6 +109,10 @@ if result is not None:
                    f"{result['site']} · attribution: {v['activation']}-activation x grad of the {v['loss']} loss, "
                    f"{v['sign']}, ranked {result.get('order', 'signed')}")
         st.info(result.get("score_meaning") or score_meaning(v["loss"]))
+        if with_labels:
+            note = quick_note(ui.labels_for(*result["labels_from"]), result["labels_from"][0])
+            if note:
+                st.caption(note)
         if result.get("dense_threshold"):
             st.caption(f"DENSE = the latent fires on more than {100 * result['dense_threshold']:.0f}% of held-out "
                        "tokens (it says little about this text)" + ("; dense latents are hidden" if result.get(
