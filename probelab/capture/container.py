@@ -151,6 +151,18 @@ class Captures:
             raise CaptureError(f"stream {stream!r} has no layer {layer}; layers: {layers}")
         return self.states[stream][layers.index(layer)]
 
+    def tl(self, name: str, stream: str = "resid"):
+        """States under a TransformerLens hook name, e.g. ``blocks.3.hook_resid_post`` (:mod:`.tl_names`)."""
+        from .tl_names import read_tl
+
+        return read_tl(self, name, stream)
+
+    def to_tl_cache(self, stream: str = "resid", text: int | None = None) -> dict:
+        """``{TL hook name: tensor}`` shaped like TransformerLens' ``ActivationCache`` (:mod:`.tl_names`)."""
+        from .tl_names import to_tl_cache
+
+        return to_tl_cache(self, stream=stream, text=text)
+
     # ---- persistence -------------------------------------------------------------------------
     def header(self, shards: list[dict]) -> dict:
         return {

@@ -46,6 +46,9 @@ def check_sae_fits(sae, model) -> int:
         raise SAESiteError(
             f"SAE width mismatch: the SAE reads d_in={sae.cfg.d_in} but the model's hidden size is {d_model}"
         )
+    if index == n_layers and hook_name_of(sae).endswith(".hook_resid_pre"):
+        raise SAESiteError(f"SAE layer mismatch: hook {hook_name_of(sae)!r} names block {n_layers}, "
+                           f"but the model has only {n_layers} blocks (0..{n_layers - 1})")
     if index > n_layers:
         raise SAESiteError(
             f"SAE layer mismatch: hook {hook_name_of(sae)!r} is residual index {index}, "

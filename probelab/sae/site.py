@@ -12,8 +12,13 @@ input of block 0, index ``i`` the output of block ``i - 1``. So ``model.layers.1
 
 >>> resid_index("model.layers.12"), resid_index("blocks.12.hook_resid_pre")
 (13, 12)
->>> hf_hook_name(13)
-'model.layers.12'
+>>> hf_hook_name(13), tl_hook_name(13)
+('model.layers.12', 'blocks.12.hook_resid_post')
+>>> hook_names("blocks.12.hook_resid_post")
+{'resid_index': 13, 'hf': 'model.layers.12', 'tl': 'blocks.12.hook_resid_post'}
+
+An SAE saved by sae-lens under a TransformerLens name therefore reads the same tensor of the HF model
+as one saved under the HF name: probelab places both by their resid index.
 """
 from __future__ import annotations
 
@@ -44,6 +49,21 @@ def resid_index(hook_name: str) -> int:
         f"hook {hook_name!r} is not a residual-stream site; probelab supports 'model.layers.<i>', "
         "'blocks.<i>.hook_resid_post' and 'blocks.<i>.hook_resid_pre'"
     )
+
+
+def tl_hook_name(index: int) -> str:
+    """The TransformerLens hook name of residual index ``index``: ``blocks.{index-1}.hook_resid_post``
+    (``blocks.0.hook_resid_pre`` for index 0)."""
+    if not isinstance(index, int) or index < 0:
+        raise SAESiteError(f"a residual index is a whole number >= 0, got {index!r}")
+    return "blocks.0.hook_resid_pre" if index == 0 else f"blocks.{index - 1}.hook_resid_post"
+
+
+def hook_names(hook_name: str) -> dict:
+    """Both names of the site an SAE with ``hook_name`` reads: ``{"resid_index", "hf", "tl"}``
+    (``hf`` is None for index 0, which has no block-output module)."""
+    index = resid_index(hook_name)
+    return {"resid_index": index, "hf": hf_hook_name(index) if index >= 1 else None, "tl": tl_hook_name(index)}
 
 
 def hf_hook_name(index: int) -> str:

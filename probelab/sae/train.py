@@ -28,7 +28,7 @@ import torch
 
 from ..errors import ProbelabError
 from ..paths import atomic_dir, cache_dir, scratch_root
-from .site import hf_hook_name
+from .site import hf_hook_name, tl_hook_name
 
 PROBELAB_FILE = "probelab.json"
 DEFAULT_NAME = "smollm2-135m-l13-topk"
@@ -192,7 +192,8 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
             states = site_states(model, tok, heldout[:cfg.n_eval_texts], cfg.layer, progress=progress)
             quality = sae_quality(sae, states)
             meta = {"format": "probelab.sae", "model": str(cfg.model), "resid_index": cfg.layer,
-                    "hook_name": cfg.hook_name, "train_seconds": round(train_seconds, 1),
+                    "hook_name": cfg.hook_name, "tl_hook_name": tl_hook_name(cfg.layer),
+                    "train_seconds": round(train_seconds, 1),
                     "cache_seconds": round(cache_seconds, 1), "heldout_quality": quality.as_dict(),
                     "config": asdict(cfg), "torch_threads": torch.get_num_threads()}
             (tmp / PROBELAB_FILE).write_text(json.dumps(meta, indent=1))
