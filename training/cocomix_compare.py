@@ -17,6 +17,11 @@ from pathlib import Path
 
 
 def val_curve(run: Path) -> list[tuple[int, float]]:
+    """(tokens seen, validation perplexity) per evaluation: ``evals.jsonl`` of the training stack, or
+    the ``metrics.csv`` of runs made before it."""
+    if (run / "evals.jsonl").is_file():
+        rows = [json.loads(ln) for ln in (run / "evals.jsonl").read_text().splitlines() if ln.strip()]
+        return [(int(r["tokens"]), float(r["val_ppl"])) for r in rows if r.get("val_ppl") is not None]
     rows = csv.DictReader((run / "metrics.csv").open())
     return [(int(r["tokens"]), float(r["val_ppl"])) for r in rows if r.get("val_ppl")]
 

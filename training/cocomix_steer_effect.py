@@ -1,6 +1,6 @@
 """How much steering a CoCoMix student by a concept changes it: TopK membership and next-token KL.
 
-    python training/cocomix_steer_effect.py runs/cocomix_cpu/cocomix/model --concepts 907 504 647
+    python training/cocomix_steer_effect.py runs/cocomix_cpu/cocomix/final --concepts 907 504 647
 
 For each concept and factor, on held-out Wikipedia intros (the SAE's held-out articles): the share
 of real token positions whose TopK contains the concept, and the mean KL divergence of the steered

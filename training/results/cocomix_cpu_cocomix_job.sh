@@ -16,5 +16,5 @@ train_sae(SAETrainConfig(cache_tokens=40_000, training_tokens=320_000, n_eval_te
   fi
 fi
 echo "teacher SAE: $SAE"
-$PY training/train_cocomix.py --config $CFG --mode cocomix --set teacher.sae=$SAE --set teacher.n_concepts=null
+$PY -m probelab.train --config $CFG --set teacher.sae=$SAE --set teacher.n_concepts=null
 $PY bench/cocomix_step.py --config $CFG --sae $SAE 2>&1 | grep -v Warn | tee runs/cocomix_cpu/bench.txt
