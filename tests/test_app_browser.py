@@ -41,3 +41,37 @@ def test_alignment_page_draws_its_plots_in_chromium_and_stays_local(tmp_path):
     assert png_size(shot) == (1440, 1000) and shot.stat().st_size > 20_000
     assert requests and all(u.startswith((url, "data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith((url, "data:", "blob:"))][:5]
+
+
+EXCEPTION = '[data-testid="stException"]'
+
+
+def test_every_page_opens_by_its_address_without_an_exception(tmp_path):
+    """/, /alignment and every other page open (no "Page not found", no exception box, no traceback), and
+    the Steering page with no trained SAE says what is missing instead of asking for a concept id."""
+    env = {"PROBELAB_CACHE": str(tmp_path / "cache"), "PROBELAB_APP_UMAP": "0",
+           "PROBELAB_APP_ROOTS": str(tmp_path / "runs")}
+    with browser.running_app(model="tiny-llama", env=env, log=tmp_path / "app.log") as url, \
+            browser.chromium_page() as page:
+        page.goto(f"{url}/")
+        browser.wait_script_done(page)
+        assert page.url.rstrip("/").endswith("/alignment")  # / opens the alignment page under its address
+        nav = page.locator('[data-testid="stSidebarNavLink"]')
+        paths = [nav.nth(i).get_attribute("href").rstrip("/").rsplit("/", 1)[-1] for i in range(nav.count())]
+        assert "alignment" in paths and "steering" in paths and "concepts" in paths
+        for path in paths:
+            page.goto(f"{url}/{path}")
+            browser.wait_script_done(page)
+            body = page.inner_text("body")
+            assert page.url.rstrip("/").endswith(f"/{path}"), (path, page.url)
+            assert "Page not found" not in body and "Traceback" not in body, (path, body[:500])
+            assert page.locator(EXCEPTION).count() == 0, (path, page.locator(EXCEPTION).first.inner_text())
+            if path == "alignment":
+                assert "Hidden-state alignment" in body
+        # no SAE: the default SAE is not trained in this fresh cache
+        page.goto(f"{url}/steering?sae=default")
+        browser.wait_script_done(page)
+        body = page.inner_text("body")
+        assert "not trained yet" in body and "probelab sae train" in body, body[:800]
+        assert "Pick a concept id" not in body and "Generate" not in body
+        assert page.locator(EXCEPTION).count() == 0

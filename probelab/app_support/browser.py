@@ -99,6 +99,18 @@ def wait_for_plots(page, count: int = 1, timeout_s: float = 300) -> None:
     page.wait_for_function(f"document.querySelectorAll('{PLOT}').length >= {count}", timeout=timeout_s * 1000)
 
 
+def wait_script_done(page, timeout_s: float = 300) -> None:
+    """Wait until the page's script has finished running (Streamlit's ``stApp`` says ``notRunning``, and
+    still says so half a second later: a page that switches or reruns starts again in between)."""
+    done = "document.querySelector('[data-testid=\"stApp\"][data-test-script-state=\"notRunning\"]') !== null"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.wait_for_function(done, timeout=max(1.0, deadline - time.monotonic()) * 1000)
+        page.wait_for_timeout(500)
+        if page.evaluate(done) or time.monotonic() > deadline:
+            return
+
+
 def screenshot_main(page, path: str | Path) -> Path:
     """A screenshot of the viewport (Streamlit scrolls inside its own container, not the page)."""
     path = Path(path)
