@@ -48,11 +48,11 @@ def get_sae(source: str, model):
         sae = SAE_BUILDERS[source](model)
     else:
         if source == "default":
-            from ..sae.train import default_sae_path
+            from ..sae.train import TRAIN_TIME, default_sae_path
 
             if not (default_sae_path() / "cfg.json").is_file():
                 raise ProbelabError("the default SAE is not trained yet: run `probelab sae train` once "
-                                    "(about 15 min on a 2-core CPU), or enter an SAE folder")
+                                    f"({TRAIN_TIME}), or enter an SAE folder")
         sae = load_sae(source, progress=False)
     check_sae_fits(sae, model)
     return sae

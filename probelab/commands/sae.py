@@ -79,10 +79,20 @@ def train_cmd(
                                  param_hint="'--k'")
     if not math.isfinite(cfg.lr) or cfg.lr <= 0:
         raise typer.BadParameter(f"the learning rate must be finite and > 0, not {cfg.lr}", param_hint="'--lr'")
-    train_sae(cfg, target, overwrite=overwrite)
+    from ..sae.train import TRAIN_TIME
+
+    typer.echo(f"probelab: training an SAE into {target} (the defaults take {TRAIN_TIME}); progress bars follow",
+               err=True)
+    sae_ = train_sae(cfg, target, overwrite=overwrite)
     meta = read_meta(target)
     Console().print(_quality_table(f"{target} (held-out intros, first token skipped)", meta["heldout_quality"]))
     Console().print(f"trained in {meta['train_seconds']:.0f} s; hook {meta['hook_name']} = resid index {meta['resid_index']}")
+    if out is None:  # the default SAE: its concept labels are built now, once, so `probelab concepts` starts fast
+        from ..models import load_model
+        from ..sae.labels import concept_labels
+
+        m, tok = load_model(model, device=device)
+        concept_labels(m, tok, sae_, progress=True)
 
 
 @sae_app.command("info")

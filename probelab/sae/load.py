@@ -60,7 +60,7 @@ def check_sae_fits(sae, model) -> int:
 def check_default_fits(model) -> None:
     """Raise a one-line :class:`SAESiteError` if the default SAE (trained for the embedded SmolLM2 at
     residual index 13, d_in 576) cannot be placed on ``model``: checked before the default SAE is
-    loaded, so a model it does not fit never starts its 10-25 minute training."""
+    loaded, so a model it does not fit never starts its training (:data:`probelab.sae.train.TRAIN_TIME`)."""
     from .train import SAETrainConfig
 
     layer, d_in = SAETrainConfig().layer, 576  # SmolLM2-135M's hidden size
@@ -76,7 +76,7 @@ def load_sae(source: str | Path = "default", *, release: str | None = None, sae_
              train_if_missing: bool = True):
     """An sae-lens ``SAE`` from a folder, ``"default"``, or (with network allowed) a pretrained release.
 
-    ``"default"`` trains the default SAE on first use (10-25 min on 2 CPU cores) unless
+    ``"default"`` trains the default SAE on first use (:data:`probelab.sae.train.TRAIN_TIME`) unless
     ``train_if_missing=False``, which raises a one-line error instead.
     """
     from sae_lens import SAE

@@ -32,6 +32,8 @@ from .site import hf_hook_name, tl_hook_name
 
 PROBELAB_FILE = "probelab.json"
 DEFAULT_NAME = "smollm2-135m-l13-topk"
+# how long `probelab sae train` takes with the defaults (docs/sae.md has the measurement and its command)
+TRAIN_TIME = "about 4.5 min on a quiet 2-core CPU, several times longer on a busy one"
 
 
 @dataclass
@@ -222,6 +224,9 @@ def ensure_default_sae(progress: bool = True):
 
     path = default_sae_path()
     if not (path / "cfg.json").is_file():
-        print(f"training the default SAE into {path} (once; 10-25 min on a shared 2-core CPU)")
+        import sys
+
+        print(f"probelab: training the default SAE into {path} (once; {TRAIN_TIME}); progress bars follow",
+              file=sys.stderr, flush=True)
         train_sae(SAETrainConfig(), path, progress=progress)
     return load_sae(path)
