@@ -65,7 +65,10 @@ def train_step(console: Console, out: Path, retrain: bool) -> Path:
 def align_step(console: Console, ckpt: Path, out: Path, device: str = "auto", dtype: str = "auto") -> None:
     from ..analysis import run_alignment
 
-    res = run_alignment(ckpt, probes="analogies", out=out / "align", device=device, dtype=dtype)
+    # capture of both branches has its own bar; the metrics and the per-layer UMAP fits run under a spinner
+    with console.status("[3/3] aligning pretrained vs expanded branches: capture, per-layer metrics, UMAP "
+                        "(about a minute on 2 cores)"):
+        res = run_alignment(ckpt, probes="analogies", out=out / "align", device=device, dtype=dtype)
     _step(console, 3, f"aligned pretrained vs expanded branches: alignment score {res.score:.3f}")
     console.print(res.summary_table())
     console.print(f"report: {out / 'align' / 'report.html'}   (explore it in the browser: probelab app)")

@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     def evaluate(step: int) -> None:
         if is_main:
+            parts = [f"{len(suite.skill)} skill problems"] * bool(suite.skill) + \
+                [f"{len(suite.wiki)} intros' perplexity"] * bool(suite.wiki) + \
+                [f"{len(suite.mmlu)} MMLU"] * bool(suite.mmlu) + [f"{len(suite.wiki_mc)} cloze"] * bool(suite.wiki_mc)
+            print(f"[eval] step {step}: evaluating {', '.join(parts)}...", flush=True)  # seconds to minutes
             row = {"step": step, **suite.run(acc.unwrap_model(model), tok)}
             evals.write(row)
             print(f"[eval] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), flush=True)
