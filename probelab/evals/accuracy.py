@@ -31,14 +31,16 @@ class AccuracyResult:
 def greedy_generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
                     bf16: bool = False, progress: bool = False) -> list[str]:
     """Greedy continuations of ``prompts`` (left-padded batches, the model's own ``generate``)."""
-    device = next(model.parameters()).device
+    from ..models.devices import input_device
+
+    device = input_device(model)
     old_side = tok.padding_side
     tok.padding_side = "left"
     outs: list[str] = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
             enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
-            with autocast_ctx(bf16):
+            with autocast_ctx(bf16, device):
                 gen = model.generate(input_ids=enc["input_ids"].to(device),
                                      attention_mask=enc["attention_mask"].to(device),
                                      max_new_tokens=max_new_tokens, do_sample=False,

@@ -49,13 +49,14 @@ def _letter_scores(model, tok, items, batch_size, bf16, progress) -> list[list[f
     for i in tqdm(range(0, len(prompts), batch_size), desc="mc letter", disable=not progress, leave=False):
         chunk = prompts[i : i + batch_size]
         ids, mask = right_pad(chunk, tok.pad_token_id or 0)
-        device = next(model.parameters()).device
+        from ..models.devices import input_device
         from .scoring import autocast_ctx
 
-        with torch.no_grad(), autocast_ctx(bf16):
+        device = input_device(model)
+        with torch.no_grad(), autocast_ctx(bf16, device):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        last = mask.sum(1) - 1
-        final = logits[torch.arange(len(chunk)), last.to(device)].float().log_softmax(-1).cpu()
+        last = (mask.sum(1) - 1).to(logits.device)
+        final = logits[torch.arange(len(chunk), device=logits.device), last].float().log_softmax(-1).cpu()
         scores.extend(final[:, letter_ids].tolist())
     return scores
 

@@ -6,8 +6,11 @@ import contextlib
 import torch
 
 
-def autocast_ctx(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def autocast_ctx(enabled: bool, device: torch.device | str | None = None):
+    """bf16 autocast for the device type of ``device`` (None: the CPU) when ``enabled``."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type if device is not None else "cpu", dtype=torch.bfloat16)
 
 
 def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,8 +30,10 @@ def next_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, bf16: bool
     Right padding keeps every real token at its natural position, so no position ids are needed;
     entries whose target is padding are garbage and must be masked by the caller.
     """
-    device = next(model.parameters()).device
-    with autocast_ctx(bf16):
+    from ..models.devices import input_device
+
+    device = input_device(model)
+    with autocast_ctx(bf16, device):
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+    return logp.gather(-1, ids[:, 1:].to(logp.device).unsqueeze(-1)).squeeze(-1).cpu()

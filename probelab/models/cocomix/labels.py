@@ -34,11 +34,13 @@ def tokens_digest(blocks: torch.Tensor) -> str:
 
 def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], blocks: torch.Tensor,
                  folder: str | Path, provenance: dict, shard_size: int = 64, batch_size: int = 8,
-                 device: str = "cpu", progress: bool = True) -> torch.Tensor:
+                 device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
     """Labels ``[N, T, k_attr]`` for ``blocks [N, T]``, computed with ``labeler`` or read from ``folder``.
 
     ``provenance`` (teacher, SAE, variant, k_attr...) is stored beside the labels; a cache whose
-    provenance or token hash differs is refused rather than silently reused.
+    provenance or token hash differs is refused rather than silently reused. ``device``: where the
+    token ids are sent (None: left to ``labeler``; a :class:`~probelab.sae.ConceptLabeler` sends them
+    to its teacher's embedding device).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,7 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         part = blocks[start:start + shard_size]
         outs = []
         for i in range(0, part.shape[0], batch_size):
-            ids = part[i:i + batch_size].to(device)
+            ids = part[i:i + batch_size] if device is None else part[i:i + batch_size].to(device)
             outs.append(labeler(ids, torch.ones_like(ids)).to(torch.int32).cpu())
         labels = torch.cat(outs)
         tmp = path.with_name(f".{path.name}.tmp")
