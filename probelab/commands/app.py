@@ -11,7 +11,7 @@ from . import options
 
 def app_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (anything but localhost prints a warning)"),
-    port: int = typer.Option(8501, "--port", help="port to listen on"),
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="port to listen on"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="base model the pages start on (default: the embedded SmolLM2)"),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE for the concepts/steering pages: default | tiny | a folder"),
     roots: List[str] = typer.Option([], "--search", help="extra folder to search for checkpoints and alignments (repeatable)"),

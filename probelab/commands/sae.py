@@ -47,7 +47,7 @@ def _quality_table(title: str, q: dict) -> Table:
 def train_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: the cached default SAE)"),
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
-    layer: int = typer.Option(13, help="residual index (probelab.capture numbering; 13 = output of block 12)"),
+    layer: int = typer.Option(13, min=1, help="residual index (probelab.capture numbering; 13 = output of block 12)"),
     d_sae: int = typer.Option(None, min=1, help="number of latents"),
     k: int = typer.Option(None, min=1, help="active latents per token (TopK; at most --d-sae)"),
     tokens: int = typer.Option(None, min=1, help="training tokens (SAE steps x batch; epochs over the cached activations)"),
