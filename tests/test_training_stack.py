@@ -141,6 +141,18 @@ def test_pruning_keeps_the_current_runs_checkpoints(tmp_path, finished):
     assert len(ids) == 1 and ids != {state["run_id"]}
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
+    run = tmp_path / "run"
+    proc = train(tmp_path, run, "train.steps=3", "run.kill_at_step=1")
+    assert proc.returncode == -9 and (run / "config.json").is_file() and not (run / "checkpoints").exists()
+    proc = train(tmp_path, run, "train.steps=3", "train.lr=5e-4")  # another config: refused, folder kept
+    assert proc.returncode == 1 and "holds files that are not a checkpoint of this config" in one_error_line(proc)
+    proc = train(tmp_path, run, "train.steps=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert (run / "final").is_dir()
+
+
 def test_resuming_a_finished_run_is_a_no_op(tmp_path, finished):
     run = copy_run(finished, tmp_path / "run")
     before = tree(run)
@@ -260,6 +272,9 @@ def test_bad_numbers_and_config_paths_through_the_cli(tmp_path):
     assert proc.returncode == 1
     line = one_error_line(proc)
     assert line.startswith("error: config file no-such-config does not exist (built-in configs: ") and "tiny-test" in line
+    proc = train(tmp_path, tmp_path / "r", "run.resume=must")
+    assert proc.returncode == 1
+    assert one_error_line(proc) == f"error: run.resume=must but {tmp_path / 'r' / 'checkpoints'} has no checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["configs"]
 
 
