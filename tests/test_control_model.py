@@ -83,7 +83,7 @@ def test_config_round_trip_and_names():
     ({"strategy": "deep"}, "unknown strategy 'deep'"),
     ({"divergence": "kl"}, "unknown divergence 'kl'"),
     ({"alpha": "lots"}, "alpha must be a number or 'dynamic'"),
-    ({"alpha": -1}, "alpha must be >= 0"),
+    ({"alpha": -1}, r"alpha \(--alpha\) must be a finite number >= 0"),
     ({"num_expanded": 0}, "num_expanded must be a positive integer"),
     ({"bogus": 1}, "unknown expansion fields: bogus"),
 ])
