@@ -308,6 +308,10 @@ def resolve_sae(source: str, model, allow_network: bool | None = None):
 
         sae = tiny_sae(d_in=int(model.config.hidden_size), hook_name="model.layers.1")
     else:
+        if source == "default":  # before the default SAE is loaded (or trained)
+            from .sae.load import check_default_fits
+
+            check_default_fits(model)
         sae = load_sae(source, allow_network=allow_network)
     check_sae_fits(sae, model)
     return sae
