@@ -37,7 +37,8 @@ def test_alignment_page_draws_its_plots_in_chromium_and_stays_local(tmp_path):
         assert "Traceback" not in body and "Page not found" not in body
         # every page is in the navigation
         nav = page.locator('[data-testid="stSidebarNavLink"]')
-        assert [nav.nth(i).inner_text().split()[-1] for i in range(nav.count())] == ["Alignment", "Concepts", "Steering"]
+        assert [nav.nth(i).inner_text().split()[-1] for i in range(nav.count())] == ["Alignment", "Concepts", "Steering", "Lens",
+                                                                                     "Features"]
     assert png_size(shot) == (1440, 1000) and shot.stat().st_size > 20_000
     assert requests and all(u.startswith((url, "data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith((url, "data:", "blob:"))][:5]
@@ -75,3 +76,39 @@ def test_every_page_opens_by_its_address_without_an_exception(tmp_path):
         assert "not trained yet" in body and "probelab sae train" in body, body[:800]
         assert "Pick a concept id" not in body and "Generate" not in body
         assert page.locator(EXCEPTION).count() == 0
+
+
+def test_lens_and_features_pages_draw_in_chromium_and_concepts_link_to_features(tmp_path):
+    """Lens: a heatmap per model, side by side with a base; Features: a latent's histogram and contexts,
+    opened by ?latent= and from the Concepts page's link; nothing is fetched from outside the app."""
+    env = {"PROBELAB_CACHE": str(tmp_path / "cache"), "PROBELAB_APP_UMAP": "0",
+           "PROBELAB_APP_ROOTS": str(tmp_path / "runs")}
+    requests = []
+    with browser.running_app(model="tiny-llama", env=env, log=tmp_path / "app.log") as url, \
+            browser.chromium_page() as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{url}/lens")
+        browser.wait_for_plots(page, count=1, timeout_s=240)
+        body = page.inner_text("body")
+        assert "Logit lens" in body and "greedy next token" in body and "Traceback" not in body
+        field = page.get_by_label("base, side by side (optional)")
+        field.fill("tiny-llama")
+        field.press("Enter")
+        browser.wait_for_plots(page, count=2, timeout_s=240)
+        assert page.locator(EXCEPTION).count() == 0
+
+        page.goto(f"{url}/features?latent=3")
+        browser.wait_script_done(page, 600)
+        body = page.inner_text("body")
+        assert "SAE features" in body and "latent 3:" in body and page.locator(EXCEPTION).count() == 0, body[:800]
+        assert "activation histogram" in body or "never fired" in body
+
+        page.goto(f"{url}/concepts")
+        browser.wait_script_done(page, 600)
+        link = page.get_by_text("on the Features page", exact=False).first
+        link.click()
+        browser.wait_script_done(page, 600)
+        assert "/features" in page.url and "latent=" in page.url, page.url
+        assert "SAE features" in page.inner_text("body") and page.locator(EXCEPTION).count() == 0
+    assert requests and all(u.startswith((url, "data:", "blob:")) for u in requests), \
+        [u for u in requests if not u.startswith((url, "data:", "blob:"))][:5]
