@@ -29,6 +29,7 @@ torch.Size([1, 5, 4])
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -44,6 +45,9 @@ from .load import check_sae_fits
 from .teacher import residual_leaf
 
 IGNORE_LABEL = -100  # label of positions with no next token (padding, the last real token)
+CAST_WEIGHTS_ONCE = True  # under autocast, matmul weights are cast once per model and kept (see _autocast_weights)
+_CAST_MODULES = ("Linear", "Conv1D")  # modules whose weight autocast casts on every call (matmul / addmm)
+_CAST_CACHE: dict[int, tuple] = {}  # id(weight) -> ((version, data_ptr, dtype), copy); dropped with the weight
 ACTIVATIONS = ("post", "pre")
 LOSSES = ("sequence", "next_token")
 SIGNS = ("signed", "absolute")
@@ -119,6 +123,46 @@ def objective(losses: torch.Tensor, valid: torch.Tensor, loss: str) -> torch.Ten
     return (losses.sum(-1) / per_text).sum()  # each text's mean next-token loss, as the official code
 
 
+def _cast_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight.to(dtype)``, made once and reused until the weight changes (in place or moved)."""
+    key = (weight._version, weight.data_ptr(), dtype)
+    hit = _CAST_CACHE.get(id(weight))
+    if hit is None or hit[0] != key:
+        if hit is None:
+            weakref.finalize(weight, _CAST_CACHE.pop, id(weight), None)
+        hit = (key, weight.detach().to(dtype))
+        _CAST_CACHE[id(weight)] = hit
+    return hit[1]
+
+
+@contextlib.contextmanager
+def _autocast_weights(model, dtype: torch.dtype | None):
+    """Swap every matmul weight of ``model`` for its ``dtype`` copy while autocast runs the teacher.
+
+    Autocast casts a weight to the compute dtype on every call and keeps the cast only for weights
+    that require grad; the teacher is frozen, so each forward re-cast every weight (the whole model,
+    fp32 -> bf16). The copies here are exactly what autocast computes (the same ``.to(dtype)``), so the
+    results are bitwise the same; they are made once per model and kept while its weights live
+    (half the fp32 model's size for bf16). A tied unembedding gets its own copy; the embedding
+    lookup keeps the fp32 table as before.
+    """
+    if dtype is None or not CAST_WEIGHTS_ONCE:
+        yield
+        return
+    swapped = []
+    try:
+        for module in model.modules():
+            w = module._parameters.get("weight") if type(module).__name__ in _CAST_MODULES else None
+            if w is None or not w.is_floating_point() or w.dtype == dtype:
+                continue
+            module._parameters["weight"] = _cast_copy(w, dtype)
+            swapped.append((module, w))
+        yield
+    finally:
+        for module, w in swapped:
+            module._parameters["weight"] = w
+
+
 def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               spec: AttributionSpec | str = "official", site: int | None = None,
               autocast: torch.dtype | None = None, attention: str | None = "auto") -> Attribution:
@@ -149,7 +193,7 @@ def attribute(model, sae, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         exact = dtype == torch.float64
         attn = contextlib.nullcontext() if exact or not attention else attention_implementation(model, attention, optional=True)
     amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
-    with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp:
+    with residual_leaf(model, site) as leaf, attn, torch.enable_grad(), amp, _autocast_weights(model, autocast):
         out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False)
         losses, valid = next_token_losses(out.logits, ids, mask)
         total = objective(losses, valid, spec.loss)
