@@ -124,6 +124,21 @@ def test_store_is_cached_by_sae_and_model_content(tmp_path):
     assert len(list(folder.glob("store-*.safetensors"))) == 3
 
 
+def test_a_model_replaced_in_its_folder_is_scanned_again(tmp_path):
+    from probelab.models import load_model
+    from probelab.models.loading import save_hf_folder
+
+    folder = tmp_path / "m"
+    save_hf_folder(tiny_llama(), folder, tiny_tokenizer())
+    model, tok = load_model(str(folder))
+    a = feature_store(model, tok, tiny_sae(), texts=TEXTS)
+    save_hf_folder(tiny_llama(seed=5), folder, tiny_tokenizer())  # same path, new weights
+    model, tok = load_model(str(folder))
+    b = feature_store(model, tok, tiny_sae(), texts=TEXTS)
+    assert a.meta["key"] != b.meta["key"] and not np.array_equal(a.values, b.values)
+    assert len(list((tmp_path / "cache" / "sae_features").glob("store-*.safetensors"))) == 2
+
+
 def test_html_is_self_contained_with_every_part(parts):
     *_, store = parts
     i = int(store.counts.argmax())

@@ -7,7 +7,7 @@ on them). A latent is *active* on a token when its activation is non-zero; a lat
 than :data:`DENSE_THRESHOLD` of the tokens is *dense* (it fires on almost anything and says little).
 
 Results are cached under ``cache_dir()/sae_features``, keyed by the content of the SAE's and the
-model's weights (:func:`weights_key`) and the texts, so replacing either model or SAE recomputes.
+model's weights (:func:`weights_key`, :func:`model_key`) and the texts, so replacing either model or SAE recomputes.
 
 >>> from probelab.models.tiny import tiny_llama, tiny_tokenizer
 >>> from probelab.sae.tiny import tiny_sae
@@ -58,6 +58,15 @@ def weights_key(module) -> str:
             h.update(sample.view(torch.uint8).numpy().tobytes() if sample.dtype != torch.bool
                      else sample.numpy().tobytes())
     return h.hexdigest()
+
+
+def model_key(model) -> str:
+    """Content key of a model's weights (:func:`probelab.analysis.cache.weights_key`: the digest of the
+    folder it was loaded from plus a sample of the in-memory weights, or of all weights for a model built
+    in memory), so a model replaced on disk or changed in memory gets a new key."""
+    from ..analysis.cache import weights_key as _model_weights_key
+
+    return _model_weights_key(model)
 
 
 def texts_key(texts: list[str]) -> str:
@@ -128,7 +137,7 @@ def latent_density(model, tok, sae, texts: list[str] | None = None, n_texts: int
     texts = default_texts(n_texts) if texts is None else list(texts)
     if not texts:
         raise ProbelabError("no texts to measure the SAE's firing density on")
-    key = hashlib.blake2b(f"density/v{VERSION}/{site}/{weights_key(sae)}/{weights_key(model)}/{texts_key(texts)}"
+    key = hashlib.blake2b(f"density/v{VERSION}/{site}/{weights_key(sae)}/{model_key(model)}/{texts_key(texts)}"
                           .encode(), digest_size=16).hexdigest()
     path = cache_dir() / "sae_features" / f"density-{key}.json"
     if cache and path.is_file():

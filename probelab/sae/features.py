@@ -4,7 +4,8 @@
 :mod:`probelab.sae.density` and :mod:`probelab.sae.labels` use; attention sinks left out) and keeps
 every non-zero activation, the decoder directions' direct effect on the output (through the final
 norm's gain and the unembedding) and the labels. It is computed once per SAE and model and cached,
-keyed by the content of both (:func:`probelab.sae.density.weights_key`): a replaced model or SAE
+keyed by the content of both (:func:`probelab.sae.density.weights_key` for the SAE,
+:func:`probelab.analysis.cache.weights_key` for the model): a replaced model or SAE
 is scanned again. :meth:`FeatureStore.latent` then builds one latent's dashboard in milliseconds:
 
 - ``density`` (share of tokens where it fires), ``count``, ``dense`` (> 10% of tokens), ``dead``;
@@ -37,7 +38,7 @@ import torch
 
 from ..errors import ProbelabError
 from ..paths import atomic_write_bytes, cache_dir
-from .density import DENSE_THRESHOLD, Density, default_texts, texts_key, weights_key
+from .density import DENSE_THRESHOLD, Density, default_texts, model_key, texts_key, weights_key
 
 VERSION = 1
 N_OUTPUT = 10   # promoted / suppressed tokens kept per latent
@@ -225,7 +226,7 @@ def store_key(model, sae, texts: list[str]) -> str:
     from .load import check_sae_fits
 
     site = check_sae_fits(sae, model)
-    return hashlib.blake2b(f"features/v{VERSION}/{site}/{weights_key(sae)}/{weights_key(model)}/{texts_key(texts)}"
+    return hashlib.blake2b(f"features/v{VERSION}/{site}/{weights_key(sae)}/{model_key(model)}/{texts_key(texts)}"
                            .encode(), digest_size=16).hexdigest()
 
 
@@ -250,7 +251,12 @@ def feature_store(model, tok, sae, texts: list[str] | None = None, n_texts: int 
         except Exception:  # noqa: BLE001 - a damaged entry is rebuilt
             pass
     enc = [tok(t, truncation=True, max_length=MAX_LENGTH)["input_ids"] for t in texts]
-    states = site_states(model, tok, texts, site, max_length=MAX_LENGTH, skip_first=False, progress=progress)
+    order = sorted(range(len(texts)), key=lambda k: -len(enc[k]))  # batches of similar length: little padding
+    by_length = site_states(model, tok, [texts[k] for k in order], site, max_length=MAX_LENGTH, skip_first=False,
+                            progress=progress)
+    states: list = [None] * len(texts)
+    for k, h in zip(order, by_length):
+        states[k] = h
     dtype, device = next(sae.parameters()).dtype, next(sae.parameters()).device
     lat, val, txt, pos = [], [], [], []
     n_tokens = 0
