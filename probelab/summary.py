@@ -34,11 +34,22 @@ def layer_summary(caps: Captures, pairs: list[tuple[int, int]] | None = None, st
     return rows
 
 
+COLUMNS = {
+    "norm": "mean L2 norm of the states",
+    "cos_other": "mean cosine between sentences of different pairs (the baseline)",
+    "cos_pair": "mean cosine between the two sentences of an analogy pair",
+    "gap": "cos_pair - cos_other (how far related sentences stand out)",
+}
+
+
 def summary_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
+    """A rich table of :func:`layer_summary` rows; its caption says what each column is. Headers are never
+    cut (``min_width``), so a piped (80-column) console folds cells instead of printing ``cos_o…``."""
     cols = list(rows[0])
+    caption = "; ".join(f"{c}: {COLUMNS[c]}" for c in cols if c in COLUMNS)
+    table = Table(title=title, caption=caption, caption_justify="left")
     for c in cols:
-        table.add_column(c, justify="right")
+        table.add_column(c, justify="right", min_width=len(c), no_wrap=True)
     for r in rows:
         table.add_row(*[str(r[c]) if isinstance(r[c], int) else f"{r[c]:.3f}" for c in cols])
     return table

@@ -99,7 +99,7 @@ def test_grid_figure_has_rows_times_columns_panels_with_shared_axes_per_column()
     assert titles[:2] == ["layer 2", "layer 4"] and {"at init", "lerp+mse", "full FT"} <= set(titles)
     assert lay["xaxis3"]["matches"] == "x" and lay["yaxis4"]["matches"] == "y2"  # a column is one coordinate system
     legend = [t for t in fig.data if t.showlegend]
-    assert len({t.name for t in legend}) == len(legend) == 3 * 2  # each category x side listed once
+    assert len({t.name for t in legend}) == len(legend) == 3  # each category listed once (symbols: legend title)
     colours = {t.name.split(" (")[0]: t.marker.color for t in fig.data if t.mode == "markers"}
     assert len(set(colours.values())) == 3  # one colour per category, the same in every panel
 

@@ -32,6 +32,10 @@ from . import cache, metrics, neighbors, pairs, score, umap_layers
 from .sources import SideStates, check_finite, resolve_source, side_states
 
 TOKENS = ("last", "mean")
+COLUMN_NOTE = ("A = reference side (pretrained branch or base model), B = the other; means over probes. cosine: "
+               "cos(A, B); euclid: |B - A|; rel.euclid: |B - A| / |A|; NN ret@k: share of each probe's k nearest "
+               "neighbours on side A that are also its neighbours on side B; pair cos A/B: cosine between the two "
+               "sentences of an analogy pair on each side; weight: mean interpolation weight w")
 MAIN_TOKEN = "last"  # the paper reads the last token's state
 
 
@@ -71,14 +75,14 @@ class AlignmentResult:
 
         comp = ", ".join(f"{k} {v:.3f}" for k, v in self.summary["components"].items() if v is not None)
         t = Table(title=f"alignment: {self.summary['checkpoint']} ({self.summary['mode']})",
-                  caption=f"alignment score {self.score:.4f} ({comp})")
+                  caption=f"alignment score {self.score:.4f} ({comp})\n" + COLUMN_NOTE, caption_justify="left")
         cols = [("layer", "layer", "{}"), ("cosine", "cosine", "{:.4f}"), ("euclidean", "euclid", "{:.3f}"),
                 ("relative_euclidean", "rel.euclid", "{:.4f}"), ("nn_retention", "NN ret@k", "{:.3f}"),
                 ("pair_cosine_pretrained", "pair cos A", "{:.3f}"), ("pair_cosine_expanded", "pair cos B", "{:.3f}"),
                 ("weight", "weight", "{:.3f}")]
         cols = [c for c in cols if any(r.get(c[0]) is not None for r in self.layer_rows)]
         for _, head, _ in cols:
-            t.add_column(head, justify="right")
+            t.add_column(head, justify="right", min_width=len(head), no_wrap=True)  # never "rel.euc…" when piped
         for r in self.layer_rows:
             t.add_row(*[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
         return t

@@ -21,7 +21,34 @@ h1{font-size:1.5em} h2{margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
 th{background:#f4f4f4} .num{text-align:right;font-variant-numeric:tabular-nums} .lost{color:#b22}
 .score{font-size:2em;font-weight:600} .note{color:#666;font-size:13px}
+.wide{overflow-x:auto} details{margin:6px 0 14px} summary{cursor:pointer;color:#245;font-size:13px}
 """
+
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")  # first, second, third series of a panel
+EMPTY_FONT = dict(size=13, color="#666")
+
+
+def style(fig):
+    """The one look of probelab's figures, in report.html and the app: white template, plain tick numbers
+    (0.0005, not 500µ; plotly picks as many decimals as the tick spacing needs, so 0.99995 never reads 1)."""
+    fig.update_layout(template="plotly_white", font=dict(size=12))
+    fig.update_xaxes(exponentformat="none")
+    fig.update_yaxes(exponentformat="none", tickformat="")
+    return fig
+
+
+def empty_note(fig, text: str, row: int | None = None, col: int | None = None):
+    """A sentence in the middle of an empty panel (instead of a blank one)."""
+    if row is None:
+        fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font=EMPTY_FONT)
+        return fig
+    n = (row - 1) * len(fig._grid_ref[0]) + col
+    suffix = "" if n == 1 else str(n)
+    xd, yd = fig.layout[f"xaxis{suffix}"].domain, fig.layout[f"yaxis{suffix}"].domain
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=(xd[0] + xd[1]) / 2 + 0.02,
+                       y=(yd[0] + yd[1]) / 2, font=EMPTY_FONT, bgcolor="white")
+    return fig
+
 
 
 def page(title: str, body: str) -> str:
@@ -34,6 +61,7 @@ def page(title: str, body: str) -> str:
 
 
 def fig_html(fig, div_id: str) -> str:
+    style(fig)
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
 
 
@@ -49,7 +77,7 @@ def table_html(df: pd.DataFrame, table_id: str | None = None, floatfmt: str = "{
                 cells.append(f"<td>{html.escape('-' if v is None else str(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     tid = f" id=\"{table_id}\"" if table_id else ""
-    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class=\"wide\"><table{tid}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
 # ---- figures of one alignment -----------------------------------------------------------------
@@ -83,29 +111,39 @@ def y_range(values: list, errors: list) -> list[float] | None:
 
 
 def drift_figure(rows: list[dict], with_weight: bool):
+    """One panel per drift measure against the layer; each panel has its own small legend under it and
+    its series keep the same colours in every panel (first blue, second orange, third green)."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
     panels = DRIFT_PANELS + ([("interpolation weight w", [("weight", "mean w")])] if with_weight else [])
     cols = 3
     nrows = -(-len(panels) // cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[p[0] for p in panels])
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[p[0] for p in panels],
+                        vertical_spacing=0.5 / nrows, horizontal_spacing=0.07)
     x = [r["layer"] for r in rows]
     for pi, (_, series) in enumerate(panels):
         row, col = pi // cols + 1, pi % cols + 1
+        legend = "legend" if pi == 0 else f"legend{pi + 1}"
         panel_y, panel_err = [], []
-        for key, name in series:
+        for si, (key, name) in enumerate(series):
             y = [r.get(key) for r in rows]
             std = [r.get(f"{key}_std") for r in rows]
             panel_y += y
             panel_err += std
             err = dict(type="data", array=std, visible=True) if all(s is not None for s in std) else None
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{key}", legendgroup=key,
-                                     error_y=err, hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.4f}}<extra></extra>"),
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, legend=legend,
+                                     line=dict(color=SERIES_COLORS[si % len(SERIES_COLORS)]), error_y=err,
+                                     hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.6g}}<extra></extra>"),
                           row=row, col=col)
-        fig.update_xaxes(title_text="layer", row=row, col=col)
+        fig.update_xaxes(title_text="layer", title_standoff=2, row=row, col=col)
         fig.update_yaxes(range=y_range(panel_y, panel_err), row=row, col=col)
-    fig.update_layout(height=330 * nrows, showlegend=True, margin=dict(t=40, l=40, r=20, b=40))
+        n = (row - 1) * cols + col
+        xd = fig.layout[f"xaxis{'' if n == 1 else n}"].domain
+        yd = fig.layout[f"yaxis{'' if n == 1 else n}"].domain
+        fig.update_layout({legend: dict(x=xd[0], xanchor="left", y=yd[0] - 0.2 / nrows, yanchor="top",
+                                        orientation="h", font=dict(size=11), bgcolor="rgba(0,0,0,0)")})
+    fig.update_layout(height=360 * nrows, showlegend=True, margin=dict(t=40, l=50, r=20, b=60))
     return fig
 
 
@@ -131,15 +169,22 @@ def umap_figure(df: pd.DataFrame, color: str, title: str):
             else:
                 marker = dict(color=palette[gi % len(palette)])
             marker.update(symbol=SYMBOLS[side], size=6, opacity=0.8)
-            name = side if color in ("layer", "side") else f"{g} ({side})"
+            name = side if color in ("layer", "side") else str(g)
+            first = color in ("layer", "side") or side == "pretrained" or not (df[color].astype(str) == g)[
+                df["side"] == "pretrained"].any()
             fig.add_trace(go.Scatter(
-                x=d["x"], y=d["y"], mode="markers", name=name, marker=marker, legendgroup=str(g),
+                x=d["x"], y=d["y"], mode="markers", name=name, marker=marker, legendgroup=str(g), showlegend=bool(first),
                 customdata=np.stack([d["text"], d["layer"], d["category"]], axis=1),
                 hovertemplate="%{customdata[0]}<br>layer %{customdata[1]} · %{customdata[2]}<extra>" + side + "</extra>"))
             if color == "side":
                 break
-    fig.update_layout(title=title, height=560, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    symbols = "circle: side A, diamond: side B"
+    fig.update_layout(title=dict(text=f"{title} <span style='font-size:12px;color:#666'>({symbols})</span>",
+                                 y=0.98, yanchor="top"),
+                      height=600 if color == "category" else 560, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
+                      margin=dict(t=50, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0.0, font=dict(size=11),
+                                  title=None))
     return fig
 
 
@@ -193,11 +238,11 @@ def grid_figure(grid: pd.DataFrame, probes: pd.DataFrame, connect: str = "sides"
                 cats = info.loc[side_df.index, "category"].astype(str)
                 for cat in sorted(set(cats)):
                     m = (cats == cat).to_numpy()
-                    first = (cat, symbol) not in shown
-                    shown.add((cat, symbol))
+                    first = cat not in shown
+                    shown.add(cat)
                     fig.add_trace(go.Scatter(
                         x=side_df["x"][m], y=side_df["y"][m], mode="markers",
-                        name=f"{cat} ({side})", legendgroup=f"{cat}-{side}", showlegend=first,
+                        name=cat, legendgroup=cat, showlegend=first,
                         marker=dict(color=colors[cat], symbol=symbol, size=7, line=dict(width=1.5, color=colors[cat])),
                         text=info.loc[side_df.index[m], "text"],
                         hovertemplate="%{text}<br>" + f"{html.escape(run)} · layer {layer} · {side}<extra>{cat}</extra>"),
@@ -208,8 +253,9 @@ def grid_figure(grid: pd.DataFrame, probes: pd.DataFrame, connect: str = "sides"
             ref = "" if ci == 0 else str(ci + 1)
             fig.layout[f"xaxis{'' if idx == 1 else idx}"].update(matches=f"x{ref}", showticklabels=False)
             fig.layout[f"yaxis{'' if idx == 1 else idx}"].update(matches=f"y{ref}", showticklabels=False)
-    fig.update_layout(height=max(360, 260 * R + 160), margin=dict(t=60, l=20, r=40, b=20),
-                      legend=dict(title=f"category ({sides[0]}: open circle, {sides[1]}: diamond)", font=dict(size=11),
+    fig.update_layout(height=max(360, 260 * R + 160), margin=dict(t=60, l=20, r=70, b=20),
+                      legend=dict(title=dict(text=f"category ({sides[0]}: open circle, {sides[1]}: diamond)", side="top"),
+                                  font=dict(size=11),
                                   orientation="h", yanchor="top", y=-0.02, x=0))
     return fig
 
@@ -217,6 +263,9 @@ def grid_figure(grid: pd.DataFrame, probes: pd.DataFrame, connect: str = "sides"
 def _short(text: str, n: int) -> str:
     text = str(text)
     return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+CHANGE_EPS = 1e-9  # a pair-cosine change below this everywhere is "no change" (float noise)
 
 
 def pair_figure(pairs: pd.DataFrame):
@@ -231,6 +280,11 @@ def pair_figure(pairs: pd.DataFrame):
               .apply(lambda r: f"{r['sentence_0']} / {r['sentence_1']}", axis=1))
     for i, name in enumerate(names):
         m = d.pivot(index="pair_id", columns="layer", values=name).loc[labels.index]
+        if name.endswith("change") and not np.nanmax(np.abs(m.values), initial=0.0) > CHANGE_EPS:
+            empty_note(fig, "no change:<br>side B keeps every<br>pair's cosine<br>(|B - A| < 1e-9 at<br>"
+                            "every layer, e.g. an<br>expansion at init)", row=1, col=i + 1)
+            fig.update_xaxes(visible=False, row=1, col=i + 1)
+            continue
         scale = "RdBu" if name.endswith("change") else "Viridis"
         zmid = 0.0 if name.endswith("change") else None
         fig.add_trace(go.Heatmap(z=m.values, x=[str(c) for c in m.columns], y=list(labels.values), colorscale=scale,
@@ -241,7 +295,8 @@ def pair_figure(pairs: pd.DataFrame):
     return fig
 
 
-def neighbour_tables(result, layers: list[int]) -> str:
+def neighbour_tables(result, layers: list[int], shown: int = 10) -> str:
+    """Per layer: the ``shown`` probes with the lowest neighbour retention, the rest folded in ``<details>``."""
     nn = result.tables["neighbors"]
     nn = nn[nn["metric"] == "cosine"]
     probes = result.tables["probes"]
@@ -259,15 +314,19 @@ def neighbour_tables(result, layers: list[int]) -> str:
         b_txt = side["expanded"]["neighbor_text"].to_numpy().reshape(n, k)
         ret = probes[probes["layer"] == layer].sort_values("probe")["nn_retention"].to_numpy()
         rows = []
-        for i in range(n):
+        for i in np.argsort(ret, kind="stable"):  # the probes whose neighbours changed most first
             kept = set(a_idx[i].tolist())
             bcells = ", ".join(html.escape(t) if j in kept else f"<span class=\"lost\">{html.escape(t)}</span>"
                                for j, t in zip(b_idx[i], b_txt[i]))
             rows.append(f"<tr><td>{html.escape(texts[i])}</td><td>{html.escape(', '.join(a_txt[i]))}</td>"
                         f"<td>{bcells}</td><td class=\"num\">{ret[i]:.2f}</td></tr>")
-        parts.append(f"<h3>layer {layer} (cosine neighbours; red: not a side-A neighbour)</h3><table><thead><tr>"
-                     "<th>probe</th><th>neighbours, side A</th><th>neighbours, side B</th><th>retention@k</th>"
-                     f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        head = ("<thead><tr><th>probe</th><th>neighbours, side A</th><th>neighbours, side B</th>"
+                "<th>retention@k</th></tr></thead>")
+        parts.append(f"<h3>layer {layer} (cosine neighbours; red: not a side-A neighbour; lowest retention first)</h3>"
+                     f"<table>{head}<tbody>{''.join(rows[:shown])}</tbody></table>")
+        if len(rows) > shown:
+            parts.append(f"<details><summary>all {len(rows)} probes of layer {layer}</summary>"
+                         f"<table>{head}<tbody>{''.join(rows[shown:])}</tbody></table></details>")
     return "".join(parts)
 
 

@@ -155,7 +155,7 @@ def pick_layers(layers: list[int], n: int = 4) -> list[int]:
     """Up to ``n`` layers spread evenly over ``layers`` (first and last included).
 
     >>> pick_layers([3, 7, 11, 15, 19, 23, 27, 29], 4)
-    [3, 15, 23, 29]
+    [3, 11, 23, 29]
     """
     layers = sorted(int(x) for x in layers)
     if len(layers) <= n:

@@ -304,9 +304,12 @@ def compare_figure(table: pd.DataFrame, curves=COMPARE_CURVES):
 
 
 def layer_ticks(fig, layers, most: int = 16):
-    """Ticks at the compared layers only (no 2.5) when there are few, and short y tick labels."""
+    """Ticks at the compared layers only (no 2.5) when there are few, in probelab's one figure style
+    (:func:`probelab.analysis.report.style`: y ticks with as many decimals as their spacing needs, so
+    cosines 0.99991..0.99999 never read "1, 1, 1")."""
+    from ..analysis.report import style
+
     layers = [int(x) for x in layers]
     if 0 < len(layers) <= most:
         fig.update_xaxes(tickmode="array", tickvals=layers)
-    fig.update_yaxes(tickformat=".4~g")
-    return fig
+    return style(fig)

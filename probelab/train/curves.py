@@ -57,8 +57,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def plot_curves(series: dict[str, list[dict]], keys: list[str], out: Path, title: str,
                 x: str = "step") -> Path:
-    """One subplot per metric in ``keys``, one line per named series; written as standalone HTML
-    (plotly.js from the CDN, so the file stays small)."""
+    """One subplot per metric in ``keys``, one line per named series; written as standalone HTML that
+    opens offline (plotly.js inlined, like every probelab report)."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
@@ -73,6 +73,6 @@ def plot_curves(series: dict[str, list[dict]], keys: list[str], out: Path, title
                               row=i, col=1)
     fig.update_layout(title=title, height=260 * max(len(keys), 1) + 80)
     fig.update_xaxes(title_text=x, row=len(keys) or 1, col=1)
-    html = fig.to_html(include_plotlyjs="cdn", full_html=True)
+    html = fig.to_html(include_plotlyjs=True, full_html=True)
     atomic_write_text(out, html)
     return Path(out)

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from probelab.analysis import AnalysisOptions
-from probelab.analysis.report import drift_figure, pair_figure, umap_figure
+from probelab.analysis.report import drift_figure, pair_figure, style, umap_figure
 from probelab.app_support import alignment as al
 from probelab.app_support import sources, training, ui
 from probelab.models.control import INTERPOLATOR_NAMES
@@ -150,11 +150,12 @@ def show_one(name: str, res, key: str) -> None:
     rows = res.layer_rows
     with tabs[0]:
         fig = drift_figure(rows, any(r.get("weight") is not None for r in rows))
-        st.plotly_chart(al.layer_ticks(fig, s["layers_compared"]), key=f"{key}-drift")
+        st.plotly_chart(al.layer_ticks(fig, s["layers_compared"]), theme=None, key=f"{key}-drift")
     with tabs[1]:
         if "umap" in res.tables:
             color = st.radio("colour by", ["layer", "side", "category"], horizontal=True, key=f"{key}-umapc")
-            st.plotly_chart(umap_figure(res.tables["umap"], color, f"UMAP, coloured by {color} (hover: sentence)"),
+            st.plotly_chart(style(umap_figure(res.tables["umap"], color, f"UMAP, coloured by {color} (hover: sentence)")),
+                            theme=None,
                             key=f"{key}-umap")
             sil = s.get("silhouette") or {}
             st.caption("silhouette of layer labels: " + ", ".join(f"{k} {fmt(v)}" for k, v in sil.items()))
@@ -165,10 +166,14 @@ def show_one(name: str, res, key: str) -> None:
         layer = c1.selectbox("layer", s["layers_compared"], index=len(s["layers_compared"]) - 1, key=f"{key}-nnl")
         metric = c2.selectbox("distance", ["cosine", "euclidean"], key=f"{key}-nnm")
         with ui.guard("neighbours"):
-            st.dataframe(al.neighbour_table(res, int(layer), metric), hide_index=True, key=f"{key}-nn")
+            nn = al.neighbour_table(res, int(layer), metric)
+            if "retention@k" in nn:
+                nn = nn.sort_values("retention@k", kind="stable")
+            st.caption(f"{len(nn)} probes, lowest neighbour retention first (scroll for the rest)")
+            st.dataframe(nn, hide_index=True, height=390, key=f"{key}-nn")
     with tabs[3]:
         if len(res.tables.get("pairs", [])):
-            st.plotly_chart(pair_figure(res.tables["pairs"]), key=f"{key}-pairs")
+            st.plotly_chart(style(pair_figure(res.tables["pairs"])), theme=None, key=f"{key}-pairs")
         else:
             st.info("No analogy pairs in these probes (paste lines as 'a | b' to make pairs).")
     with tabs[4]:
@@ -186,7 +191,7 @@ if len(results) > 1:
     with ui.guard("comparison"):
         table, scores = al.compare_runs(results)
         st.dataframe(scores, hide_index=True, key="cmp-scores")
-        st.plotly_chart(al.compare_figure(table), key="cmp-curves")
+        st.plotly_chart(al.compare_figure(table), theme=None, key="cmp-curves")
         st.markdown("**Figure 8 grid**: one row per checkpoint (the first 4), one column per layer; each column is "
                     "one UMAP fit on every row's states, so its panels share coordinates (open circles: side A, "
                     "diamonds: side B, grey lines join a sentence's two states, colour: category).")
@@ -202,14 +207,14 @@ if len(results) > 1:
                 st.info("Pick at least one layer for the grid.")
             else:
                 with ui.guard("Figure 8 grid"), st.spinner("fitting one UMAP per layer"):
-                    st.plotly_chart(al.figure8_figure(shown, sorted(cols_pick)), key="cmp-grid")
+                    st.plotly_chart(style(al.figure8_figure(shown, sorted(cols_pick))), theme=None, key="cmp-grid")
         with_map = [(n, r) for n, r in results.items() if "umap" in r.tables]
         if with_map:
             cols = st.columns(min(3, len(with_map)))
             for i, (n, r) in enumerate(with_map):
                 fig = umap_figure(r.tables["umap"], "layer", n)
                 fig.update_layout(height=380, showlegend=False)
-                cols[i % len(cols)].plotly_chart(fig, key=f"cmp-umap-{i}")
+                cols[i % len(cols)].plotly_chart(style(fig), theme=None, key=f"cmp-umap-{i}")
         st.download_button("compare.csv", data=table.to_csv(index=False).encode(), file_name="compare.csv",
                            mime="text/csv", on_click="ignore", key="cmp-dl")
     chosen = st.selectbox("details of", list(results), key="detail_pick")

@@ -125,7 +125,9 @@ if info is not None:
             scales = tuple(parse_sweep(f"{start}:{stop}:{n}"))
             with st.spinner(f"generating at {len(scales)} scales"):
                 result = run_sweep(model_spec, sae_src, prompt, concept, scales, int(max_new), tuple(targets), label)
-            st.plotly_chart(sweep_figure(result), key="st_sw_fig")
+            from probelab.analysis.report import style
+
+            st.plotly_chart(style(sweep_figure(result)), theme=None, key="st_sw_fig")
             st.dataframe(steering.sweep_frame(result), hide_index=True, key="st_sw_table")
             st.caption(" · ".join(f"**{k}**: {v}" for k, v in COLUMN_NOTES.items()
                                   if k != ("logit" if result.kind == "sae" else "activation")
