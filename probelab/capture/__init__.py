@@ -45,8 +45,8 @@ def check_context(model, tokenizer, texts) -> None:
     with one line naming the text, never run past it silently (positions beyond the context give
     meaningless states). ``max_length=`` truncates explicitly instead."""
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if not context or isinstance(texts, str):
-        return
+    if not context or isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
+        return  # the backend reports empty or malformed input its own way
     for i, ids in enumerate(tokenizer(list(texts), add_special_tokens=True)["input_ids"]):
         if len(ids) > context:
             raise CaptureError(f"text {i + 1} has {len(ids):,} tokens, more than the model's context of {context:,} "
