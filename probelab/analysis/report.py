@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-FIGURES = ("fig-drift", "fig-umap-layer", "fig-umap-side", "fig-umap-category", "fig-pairs", "tbl-neighbors")
+FIGURES = ("fig-drift", "fig-umap-layer", "fig-umap-side", "fig-umap-category", "fig-grid", "fig-pairs",
+           "tbl-neighbors")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222}
@@ -363,6 +364,13 @@ def alignment_report(result) -> str:
                              f"L2-normalised states: {s['umap']['normalized']}. Circles / diamonds: sides A / B."))
     else:
         body.append(_section("UMAP", "<p>(not computed: run without --no-umap)</p>"))
+    if "umap" in result.tables and getattr(result, "states", None) is not None:
+        from .compare import grid_section, probe_info
+
+        run = {"_name": s["checkpoint"], "_states": {**result.states, "layers": list(s["layers_compared"])},
+               "_probes": probe_info(result.tables["probes"])}
+        body.append(grid_section([run]) + "<p class=\"note\">Several checkpoints as rows of one grid: "
+                    "<code>probelab compare DIR1 DIR2 ... --layers L1,L2 --out OUT</code>.</p>")
     if len(result.tables["pairs"]):
         body.append(_section("Semantic stability of analogy pairs", fig_html(pair_figure(result.tables["pairs"]),
                                                                               "fig-pairs")))
