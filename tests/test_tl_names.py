@@ -126,3 +126,17 @@ def test_docs_tl_names_example_runs():
     doc = Path(__file__).resolve().parents[1] / "docs" / "tl_names.md"
     result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_probelab_trained_sae_records_both_hook_names(tmp_path, monkeypatch):
+    from probelab.sae.train import SAETrainConfig, read_meta, train_sae
+
+    monkeypatch.setenv("PROBELAB_CACHE", str(tmp_path / "cache"))
+    cfg = SAETrainConfig(model="tiny-llama", layer=2, d_sae=32, k=4, cache_tokens=1500, training_tokens=1024,
+                         batch_tokens=128, context_size=32, store_batch_prompts=4, n_batches_in_buffer=8,
+                         n_batches_for_norm_estimate=1, n_eval_texts=2, lr_warm_up_steps=1)
+    sae = train_sae(cfg, tmp_path / "sae", progress=False)
+    meta = read_meta(tmp_path / "sae")
+    assert sae.cfg.metadata.hook_name == meta["hook_name"] == "model.layers.1"
+    assert meta["tl_hook_name"] == "blocks.1.hook_resid_post"
+    assert resid_index(meta["tl_hook_name"]) == resid_index(meta["hook_name"]) == meta["resid_index"] == 2
