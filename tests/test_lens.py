@@ -149,3 +149,26 @@ def test_long_text_is_truncated_with_a_warning(tiny):
     with pytest.warns(UserWarning, match="truncated to the first 8"):
         res = lens(model, tok, TEXT, max_tokens=8)
     assert len(res.tokens) == 8 and res.meta["truncated"]
+
+
+def test_after_training_the_expanded_branch_predicts_the_new_token_and_the_pretrained_one_stays_put():
+    """A few optimiser steps on one sentence (only the expanded blocks and interpolators train): at the
+    first merged layer the pretrained branch reads exactly as before, the expanded branch ranks the
+    trained next token higher, and the model's output gives it more probability."""
+    tok = tiny_tokenizer()
+    model = control(0.0)
+    before = lens(model, tok, "king is to ", target="q")
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    ids = tok("king is to queen", return_tensors="pt")["input_ids"]
+    for _ in range(40):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = lens(model.eval(), tok, "king is to ", target="q")
+    pre_b, pre_a = before.streams["pretrained"], after.streams["pretrained"]
+    np.testing.assert_allclose(pre_a.target_prob[0], pre_b.target_prob[0], rtol=1e-5)  # same input, frozen block
+    assert after.streams["expanded"].target_rank[0, -1] < pre_a.target_rank[0, -1]
+    assert after.streams["resid"].target_prob[-1, -1] > 2 * before.streams["resid"].target_prob[-1, -1]
+    assert min(branch_difference(after).values()) > 0 == max(branch_difference(before).values())
