@@ -91,11 +91,12 @@ def test_overriding_the_preset_rederives_its_knobs():
 # ---- what `probelab expand --preset official` saves ------------------------------------------
 def test_cli_official_lerp_is_fixed_at_one_half(tmp_path, capsys):
     out = tmp_path / "lerp"
-    run_cli(["expand", "tiny-llama", out, "--preset", "official", "--interpolation", "lerp", "-n", "2"])
+    run_cli(["expand", "tiny-llama", out, "--preset", "official", "--interpolation", "lerp"])  # as documented
     assert "official" in capsys.readouterr().out
     block = json.loads((out / "config.json").read_text())["expansion"]
     assert block["preset"] == "official" and block["freeze_interpolator"] is True
     model, _ = probelab.load_model(out)
+    assert len(model.control_layers) == 4  # default N = 8, capped at the tiny model's 4 layers
     for c in model.control_layers:
         assert torch.sigmoid(c.interpolator.logit).item() == 0.5
         assert not c.interpolator.logit.requires_grad
@@ -107,7 +108,7 @@ def test_cli_official_lerp_is_fixed_at_one_half(tmp_path, capsys):
 
 def test_cli_official_dlerp_gates_are_random_and_restored(tmp_path):
     out = tmp_path / "dlerp"
-    run_cli(["expand", "tiny-llama", out, "--preset", "official", "--interpolation", "dlerp", "-n", "2"])
+    run_cli(["expand", "tiny-llama", out, "--preset", "official", "--interpolation", "dlerp"])
     model = load_control(out)
     again = load_control(out)
     for c, d in zip(model.control_layers, again.control_layers):

@@ -16,7 +16,9 @@ def expand_cmd(
     out: Path = typer.Argument(..., help="output folder (written atomically)"),
     strategy: str = typer.Option("concat", help="concat | stack | hybrid"),
     interpolation: str = typer.Option("lerp", help="lerp | dlerp | dlerpin | plerp | moe (concat layers)"),
-    num_expanded: int = typer.Option(8, "--num-expanded", "-n", min=1, help="number of expanded layers N"),
+    num_expanded: Optional[int] = typer.Option(
+        None, "--num-expanded", "-n", min=1,
+        help="number of expanded layers N [default: 8, or every layer of a model with fewer than 8]"),
     divergence: str = typer.Option("mse", help="mse | cosine | none"),
     alpha: str = typer.Option("1.0", help="divergence weight: a number (0 = off) or 'dynamic'"),
     cosine_margin: float = typer.Option(0.0, help="margin of the cosine divergence"),
@@ -45,11 +47,15 @@ def expand_cmd(
 
     check_out(out, "model", overwrite, option="OUT")  # before the base model is loaded
 
-    cfg = ExpansionConfig(strategy=strategy, interpolation=interpolation, num_expanded=num_expanded,
+    cfg = ExpansionConfig(strategy=strategy, interpolation=interpolation, num_expanded=num_expanded or 8,
                           divergence=divergence, alpha=alpha, cosine_margin=cosine_margin,
                           preset=preset, freeze_interpolator=freeze_interpolator, gate_init=gate_init,
                           moe_divergence=moe_divergence, detach_alpha=detach_alpha, base_model=base)
     model, tok = load_model(base, device=device, dtype=dtype, allow_network=allow_network or None)
+    if num_expanded is None:  # the paper's 8, capped for small (test) models
+        from ..capture import decoder_layers
+
+        cfg.num_expanded = min(8, len(decoder_layers(model)))
     control = expand_model(model, cfg)
     save_control(control, out, tok, overwrite=overwrite)
 
