@@ -68,7 +68,7 @@ def _reset_peak() -> None:
 
 
 def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", batch: int = 4, seq: int = 128,
-          dtype=None):
+          dtype=None, device: str = "cpu"):
     import torch
 
     from probelab.capture import decoder_layers
@@ -76,9 +76,9 @@ def build(method: str, model_name: str, num_expanded: int, attn: str = "auto", b
     from probelab.models.attention import choose_attention, switch_attention
     from probelab.models.control import expand_model, expanded_layer_indices
 
-    model, _ = load_model(model_name)
+    model, _ = load_model(model_name, device=device, dtype="float32")
     # auto: what training/train_csft.py's train.attention=auto picks
-    attn = choose_attention(attn, model, "cpu", batch, seq, dtype or torch.bfloat16, extra_layers=num_expanded)
+    attn = choose_attention(attn, model, device, batch, seq, dtype or torch.bfloat16, extra_layers=num_expanded)
     switch_attention(model, attn or "sdpa")
     layers = decoder_layers(model)
     chosen = expanded_layer_indices(len(layers), num_expanded)
@@ -105,13 +105,15 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, _ = build(args.worker, args.model, args.num_expanded, args.attn, args.batch, args.seq,
-                     torch.float32 if args.worker == "full-fp32" else torch.bfloat16)
+                     torch.float32 if args.worker == "full-fp32" else torch.bfloat16, args.device)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker != "full-fp32")
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.worker != "full-fp32")
     _release_freed_memory()
     rss_model = _status_mb("VmRSS")
 
@@ -129,11 +131,16 @@ def worker(args) -> dict:
         step()
     _release_freed_memory()
     _reset_peak()
+    if cuda:  # on a GPU, peak memory is the device's allocator peak (weights, grads, optimizer, activations)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
+    if cuda:
+        torch.cuda.synchronize(dev)
     elapsed = time.perf_counter() - t0
-    peak = _status_mb("VmHWM")
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _status_mb("VmHWM")
     from torch.utils.flop_counter import FlopCounterMode
 
     from gemm_peak import cpu_attention_flops
@@ -144,9 +151,12 @@ def worker(args) -> dict:
     # the time one step spends inside matmul kernels (the rest: norms, rotary, softmax, casts, AdamW)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         step()
-    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    if cuda:  # kernel time on the device
+        matmul_us = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages() if e.key in MATMUL_OPS)
+    else:
+        matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
     return {"gflop": flops.get_total_flops() / 1e9, "matmul_s": matmul_us / 1e6,
             "method": args.worker, "tok_s": args.batch * args.seq * args.steps / elapsed,
             "s_per_step": elapsed / args.steps, "peak_mb": peak, "model_rss_mb": rss_model,
@@ -169,6 +179,7 @@ def main() -> None:
                     help="hf: the model's loss from full logits; chunked: probelab.train.lm_loss (all methods)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 full fine-tune")
     ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (on a GPU: peak MB = CUDA allocator peak)")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -179,7 +190,8 @@ def main() -> None:
     results = {}
     passthrough = ["--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq), "--steps",
                    str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--num-expanded", str(args.num_expanded), "--attn", args.attn, "--loss", args.loss]
+                   "--num-expanded", str(args.num_expanded), "--attn", args.attn, "--loss", args.loss,
+                   "--device", args.device]
     for r in range(args.rounds):
         for m in methods:
             print(f"round {r + 1}/{args.rounds}: {m} ...", file=sys.stderr, flush=True)
@@ -202,7 +214,7 @@ def main() -> None:
     from gemm_peak import gemm_peak
 
     torch.set_num_threads(args.threads)
-    peak = gemm_peak(torch.bfloat16)
+    peak = gemm_peak(torch.bfloat16) if args.device == "cpu" else float("nan")  # the CPU's peak only
     print(f"\n{args.model}, batch {args.batch}x{args.seq}, {args.steps} steps after {args.warmup} warm-up, "
           f"{args.threads} threads, AdamW, bf16 autocast (except full-fp32), best of {args.rounds} rounds\n")
     print(f"{'method':<13} {'tok/s':>8} {'s/step':>8} {'peak MB':>9} {'model MB':>9} {'trainable':>12} "
