@@ -172,3 +172,11 @@ def test_after_training_the_expanded_branch_predicts_the_new_token_and_the_pretr
     assert after.streams["expanded"].target_rank[0, -1] < pre_a.target_rank[0, -1]
     assert after.streams["resid"].target_prob[-1, -1] > 2 * before.streams["resid"].target_prob[-1, -1]
     assert min(branch_difference(after).values()) > 0 == max(branch_difference(before).values())
+
+
+def test_bfloat16_model_last_layer_is_still_the_model_output():
+    model, tok = tiny_llama().to(torch.bfloat16), tiny_tokenizer()
+    res = lens(model, tok, TEXT)
+    logits = model_logits(model, tok, TEXT)
+    assert res.streams["resid"].top_ids[-1, :, 0].tolist() == logits.argmax(-1).tolist()
+    assert float(res.streams["resid"].kl[-1].max()) == 0.0
