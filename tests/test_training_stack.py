@@ -272,6 +272,8 @@ def test_bad_numbers_and_config_paths_through_the_cli(tmp_path):
     assert proc.returncode == 1
     line = one_error_line(proc)
     assert line.startswith("error: config file no-such-config does not exist (built-in configs: ") and "tiny-test" in line
+    proc = train(tmp_path, ".", extra=("--start-over",))  # never moves the current folder (or home) aside
+    assert proc.returncode == 1 and one_error_line(proc).startswith("error: run.out_dir . is the current folder")
     proc = train(tmp_path, tmp_path / "r", "run.resume=must")
     assert proc.returncode == 1
     assert one_error_line(proc) == f"error: run.resume=must but {tmp_path / 'r' / 'checkpoints'} has no checkpoint"

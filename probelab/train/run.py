@@ -117,9 +117,11 @@ def _new_run_id() -> str:
 
 def open_run(cfg, start_over: bool = False, final_name: str = "final", is_main: bool = True) -> RunStart:
     """Apply the run-folder rules above (nothing is written except the move-aside) and say where to start."""
+    from ..paths import check_out
+
     out = Path(cfg.run.out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"run.out_dir {out} is a file, not a folder")
+    # the file, symlink, home / root / current-folder and permission refusals of every probelab output
+    check_out(out, kind="training run", overwrite=True, option="run.out_dir")
     occupied = out.is_dir() and any(out.iterdir())
     if occupied and start_over:
         if is_main:
