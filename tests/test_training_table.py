@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_run_table_writes_one_run_per_seed_and_method():
     proc = subprocess.run([sys.executable, "training/run_table.py", "--config", "tiny-test", "--root", "/tmp/t",
-                           "--seeds", "3", "7", "--methods", "full", "lerp-mse", "--set", "eval.skill_n=200",
+                           "--seeds", "3", "7", "--methods", "full", "lerp-mse", "--set", "eval.skill_n=200", "--set", "train.steps=10",
                            "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -24,8 +24,9 @@ def test_run_table_writes_one_run_per_seed_and_method():
     for ln in lines[:-1]:
         seed = ln.split("run.out_dir=")[1].split()[0].rsplit("-", 1)[1]
         assert ln.startswith("-m probelab.train.csft --config tiny-test ")
-        assert f"--set run.seed={seed} " in ln and ln.endswith("--set eval.skill_n=200")
-    assert "train.steps=0" in lines[0] and "method.divergence=mse" in lines[2]
+        assert f"--set run.seed={seed} " in ln and "--set eval.skill_n=200 --set train.steps=10 --set method.name=" in ln
+    assert lines[0].endswith("--set train.steps=10 --set method.name=full --set train.steps=0 --set eval.at_start=true")
+    assert lines[2].endswith("--set method.divergence=mse")
     assert lines[-1].endswith("make_table.py --root /tmp/t --out training/results --name cpu-small --config tiny-test")
 
 

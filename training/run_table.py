@@ -49,7 +49,7 @@ def commands(config: str, root: Path, methods: list[str], seeds: list[int], sets
             folder = run_dir(root, method, seed)
             argv = [sys.executable, "-m", "probelab.train.csft", "--config", config,
                     "--set", f"run.out_dir={folder}", "--set", f"run.seed={seed}", "--set", "run.progress=false"]
-            for kv in [*METHODS[method], *sets]:
+            for kv in [*sets, *METHODS[method]]:  # the method's keys last: base keeps train.steps=0
                 argv += ["--set", kv]
             out.append((folder, argv))
     return out
