@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -156,7 +157,9 @@ def pid_owns(pid: int, created: float) -> bool:
     except OSError:
         return False
     start = _process_start(pid)
-    return start is None or start <= created + 1.0
+    # /proc start times are boot time + ticks; boot time is whole seconds and drifts with the wall
+    # clock, so only a process that started well after the entry counts as a reuse of the pid
+    return start is None or start <= created + 120.0
 
 
 def _remove(path: Path) -> None:
@@ -348,7 +351,7 @@ def _show(names: list[str], n: int = 3) -> str:
 
 
 def check_out(target: str | os.PathLike, kind: str = "output", overwrite: bool = False,
-              new_files: Iterable[str] = (), option: str = "--out") -> Path:
+              new_files: Iterable[str] = (), option: str = "--out", _locked: bool = False) -> Path:
     """Check that ``target`` may be written as an output of ``kind`` (rules in the module docstring);
     return it as an absolute path. Raises :class:`OutputError` (one line) otherwise.
 
@@ -368,9 +371,15 @@ def check_out(target: str | os.PathLike, kind: str = "output", overwrite: bool =
     if why is not None:
         raise OutputError(f"{option} {raw} is {why}; probelab writes an output folder as a whole and never "
                           f"replaces that one: give a new folder inside it (e.g. {os.path.join(raw, 'NAME')})")
-    if path.is_symlink():
+    try:  # one lstat: another writer may swap the folder between two separate checks
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):  # missing, or under a file (reported below)
+        st = None
+    except OSError as e:
+        raise OutputError(f"cannot use {option} {raw}: {e.strerror or e}") from None
+    if st is not None and stat.S_ISLNK(st.st_mode):
         raise OutputError(f"{option} {raw} is a symbolic link; give the folder it points to, or a new name")
-    if path.exists() and not path.is_dir():
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{option} {raw} is a file, not a folder: probelab never replaces a file with a "
                           "folder; choose another name")
     parent = path.parent
@@ -380,14 +389,21 @@ def check_out(target: str | os.PathLike, kind: str = "output", overwrite: bool =
         raise OutputError(f"cannot create {option} {raw}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {option} {raw}: {parent} is not writable (permission denied)")
-    if not path.is_dir():
+    if st is None:
         return path
     try:
         existing = _listing(path)
+    except FileNotFoundError:  # replaced by another writer right now: its commit is checked under the lock
+        return path
     except OSError as e:
         raise OutputError(f"cannot read {option} {raw}: {e.strerror or e}") from None
     if not existing or overwrite:
         return path
+    if not _locked:  # a refusal is confirmed under the writers' lock (not in the middle of another's swap)
+        from .locks import file_lock
+
+        with file_lock(path.parent, what=path):
+            return check_out(target, kind, overwrite, new_files, option, _locked=True)
     man = read_manifest(path)
     if man is not None:
         if man.get("kind") == kind:
@@ -459,7 +475,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, kind: str = "
     old = None
     try:
         with file_lock(parent, lock_timeout, what=path):
-            check_out(path, kind, overwrite, new_files=os.listdir(tmp))
+            check_out(path, kind, overwrite, new_files=os.listdir(tmp), _locked=True)
             if path.is_dir():
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=parent))
                 os.replace(path, old)  # onto the empty placeholder (a folder may replace an empty one)

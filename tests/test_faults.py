@@ -207,16 +207,18 @@ def _has_torch(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see the command start")
-def test_ctrl_c_during_capture_exits_130_with_one_line_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "error: interrupted"),
+                                                (signal.SIGTERM, 143, "error: terminated")])
+def test_ctrl_c_or_sigterm_during_capture_gives_one_line_and_leaves_nothing(tmp_path, sig, code, message):
     texts = [a for i in range(200) for a in ("-t", f"text number {i} " * 20)]
     proc = subprocess.Popen([*PROBELAB, "capture", "-m", "tiny-llama", *texts, "--out", "out"], cwd=tmp_path,
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _has_torch(proc.pid), 120, proc)  # inside the command, loading the model
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (proc.returncode, err)
+    assert proc.returncode == code, (proc.returncode, err)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines[-1] == "error: interrupted" and "Traceback" not in err, err
+    assert lines[-1] == message and "Traceback" not in err, err
     assert listing(tmp_path) == []
 
 
