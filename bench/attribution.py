@@ -11,10 +11,17 @@ the measured bf16 matmul peak (bench/gemm_peak.py) by them: the throughput ceili
 attribution pass on this CPU; the script checks that the paper variant's batched labels equal the naive ones,
 and prints tokens/s and the ratios measured in this run. Uses the cached default SAE if it exists,
 else a random TopK SAE of the same shape (throughput does not depend on the weights).
+
+It also times one official bf16 batch with the matmul weights cast once per model (what
+``attribute`` does) against autocast's cast on every call, interleaved, and the casts alone;
+``--profile`` adds a torch.profiler breakdown of one pass by kind of op (matmuls, casts/copies,
+elementwise, softmax/CE). Profile on a quiet machine: under heavy load every op, however small,
+takes a scheduler slice and the breakdown says nothing.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -51,6 +58,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--naive-texts", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one official bf16 pass (torch.profiler): time per kind of op")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model("smollm2-135m")
@@ -68,7 +77,7 @@ def main() -> None:
     mask = torch.ones_like(ids)
     n_tokens = ids.numel()
     print(f"teacher smollm2-135m, {which}, site resid {site}; {len(texts)} texts x {args.tokens} tokens, "
-          f"batch {args.batch}, {torch.get_num_threads()} threads")
+          f"batch {args.batch}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}")
     rates = {}
     labels = {}
     for name, variant, amp, attn in (("official", "official", None, "eager"), ("paper", "paper", None, None),
@@ -83,6 +92,26 @@ def main() -> None:
         dt = time.perf_counter() - t0
         rates[name] = n_tokens / dt
         print(f"batched {name:14s}: {n_tokens} tokens in {dt:6.1f} s = {rates[name]:8.0f} tokens/s")
+    # the weight casts attribute() no longer repeats: each pass under autocast used to re-cast every matmul weight
+    from probelab.sae import attribution as attribution_module
+
+    batch, bmask = ids[:args.batch], mask[:args.batch]
+    weights = [m.weight for m in model.modules() if type(m).__name__ in ("Linear", "Conv1D")]
+    timing = {}
+    for once in (False, True, False, True):  # interleaved: the machine's load moves both alike
+        attribution_module.CAST_WEIGHTS_ONCE = once
+        t0 = time.perf_counter()
+        attribution_module.attribute(model, sae, batch, bmask, "official", autocast=torch.bfloat16, attention="eager")
+        timing.setdefault(once, []).append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for w in weights:
+        w.detach().to(torch.bfloat16)
+    cast_s = time.perf_counter() - t0
+    attribution_module.CAST_WEIGHTS_ONCE = True
+    per_call, once_s = min(timing[False]), min(timing[True])
+    print(f"one official-bf16 batch: weights cast per call {per_call:.2f} s, cast once {once_s:.2f} s "
+          f"({per_call / once_s:.2f}x); casting all {len(weights)} weights alone takes {cast_s:.2f} s "
+          f"= {100 * cast_s / per_call:.0f}% of the per-call pass")
     for amp_name in ("official", "paper"):
         valid = labels[amp_name] >= 0
         same = (labels[amp_name] == labels[amp_name + "-bf16"])[valid].float().mean().item()
@@ -121,9 +150,39 @@ def main() -> None:
         latent_grad(sae, post, leaf.h.grad)
     per_token = flops.get_total_flops() / batch.numel()
     peak = gemm_peak(torch.bfloat16)
+    if args.profile:
+        profile_pass(model, sae, batch, bmask)
     print(f"FLOPs per token (official): {per_token / 1e6:.0f} MFLOP; bf16 matmul peak {peak:.0f} GFLOP/s "
           f"-> ceiling {peak * 1e9 / per_token:.0f} tokens/s at 100% matmul efficiency; best batched path reached "
           f"{100 * max(rates[n] for n in rates if n != 'naive') * per_token / (peak * 1e9):.0f}% of it")
+
+
+KINDS = {"matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::linear"),
+         "casts/copies": ("aten::copy_", "aten::_to_copy", "aten::to", "aten::cat", "aten::fill_", "aten::zero_"),
+         "softmax/CE": ("aten::_softmax", "aten::_log_softmax", "aten::_log_softmax_backward_data",
+                        "aten::_softmax_backward_data", "aten::nll_loss_forward", "aten::nll_loss_backward")}
+
+
+def profile_pass(model, sae, batch, bmask) -> None:
+    """Self CPU time of one official bf16 attribute() pass, by kind of op (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from probelab.sae import attribute
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        attribute(model, sae, batch, bmask, "official", autocast=torch.bfloat16, attention="eager")
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    kind_of = {name: kind for kind, names in KINDS.items() for name in names}
+    by_kind: dict[str, float] = {}
+    for e in events:
+        kind = kind_of.get(e.key, "elementwise/other" if e.key.startswith("aten::") else "python/autograd")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
+    print(f"profile of one official-bf16 pass ({total / 1e6:.2f} s self CPU time):")
+    for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:18s} {100 * t / total:5.1f}%")
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    print("  top ops: " + ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.1f}%" for e in top))
 
 
 if __name__ == "__main__":
