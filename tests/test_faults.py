@@ -80,6 +80,17 @@ def test_usage_errors_exit_2_and_name_the_option(tmp_path, args, option):
     assert listing(tmp_path) == []  # nothing written
 
 
+@pytest.mark.parametrize("args, code, words", [
+    (["sae", "train", "--out", "o", "--k", "64", "--d-sae", "16"], 2, ["'--k'", "--d-sae is 16"]),
+    (["expand", "tiny-llama", "o", "--alpha", "nan"], 1, ["--alpha", "finite"]),
+])
+def test_numbers_checked_against_each_other_or_nan_are_refused_before_work(tmp_path, args, code, words):
+    p = run(args, tmp_path)
+    assert p.returncode == code, p.stderr
+    assert all(w in p.stderr for w in words) and "Traceback" not in p.stderr, p.stderr
+    assert listing(tmp_path) == []
+
+
 def test_non_utf8_argument_gives_one_line(tmp_path):
     p = subprocess.run([os.fsencode(sys.executable), b"-m", b"probelab.cli", b"probes", b"show", b"\xff\xfe"],
                        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
@@ -335,3 +346,20 @@ def test_replacing_a_model_in_place_invalidates_concept_labels(tmp_path, monkeyp
     save_hf_folder(model, folder, tok)  # same path, new weights
     m2, t2 = probelab.load_model(str(folder))
     assert labels_path(m2, t2, sae, texts) != first
+
+
+def test_app_download_offers_only_the_files_probelab_wrote(tmp_path):
+    from probelab.paths import alignment_files, atomic_dir
+
+    out = tmp_path / "align"
+    with atomic_dir(out, kind="alignment") as d:
+        for name in ("metrics.json", "report.html", "layers.csv"):
+            (d / name).write_text(name)
+    (out / "secret.key").write_text("not probelab's")  # put there later by someone else
+    (out / "notes.csv").symlink_to(tmp_path / "elsewhere.csv")
+    assert [p.name for p in alignment_files(out)] == ["layers.csv", "metrics.json", "report.html"]
+    legacy = tmp_path / "legacy"  # a folder from before manifests: only an alignment's own file names
+    legacy.mkdir()
+    for name in ("metrics.json", "table.csv", "id_rsa"):
+        (legacy / name).write_text(name)
+    assert [p.name for p in alignment_files(legacy)] == ["metrics.json", "table.csv"]
