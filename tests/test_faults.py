@@ -363,3 +363,35 @@ def test_app_download_offers_only_the_files_probelab_wrote(tmp_path):
     for name in ("metrics.json", "table.csv", "id_rsa"):
         (legacy / name).write_text(name)
     assert [p.name for p in alignment_files(legacy)] == ["metrics.json", "table.csv"]
+
+
+def test_first_conversion_of_the_embedded_model_happens_once(tmp_path, monkeypatch):
+    import threading
+
+    from probelab.models import embedded
+
+    monkeypatch.setenv("PROBELAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def slow_convert(name, target):  # stands in for the 15 s GGUF dequantization
+        calls.append(name)
+        time.sleep(0.5)
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        (target / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+        return target
+
+    monkeypatch.setattr(embedded, "_convert", slow_convert)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(embedded.materialize_embedded())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert calls == ["smollm2-135m"] and len(got) == 3 and len(set(got)) == 1
+    # a cut-short cache file: one line naming the folder to delete
+    f = got[0] / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-2])
+    with pytest.raises(Exception, match=r"corrupt .*\(rm -r .*smollm2-135m\)"):
+        embedded.materialize_embedded()
