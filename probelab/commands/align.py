@@ -65,12 +65,14 @@ def compare_cmd(
     folder, scores = compare(dirs, out, overwrite=overwrite, layers=chosen)
     t = Table(title="alignment scores")
     for c in ("run", "mode", "alignment_score", "direction", "magnitude", "neighbourhood", "stability"):
-        t.add_column(c, justify="left" if c in ("run", "mode") else "right")
+        t.add_column(c, justify="left" if c in ("run", "mode") else "right", min_width=len(c), no_wrap=True)
     for _, r in scores.iterrows():
         t.add_row(str(r["run"]), str(r["mode"]),
                   *[("-" if r.get(c) is None or r.get(c) != r.get(c) else f"{r[c]:.4f}")
                     for c in ("alignment_score", "direction", "magnitude", "neighbourhood", "stability")])
-    con = Console()
+    import sys
+
+    con = Console() if sys.stdout.isatty() else Console(width=200)  # piped: never cut to "alignmen…"
     con.print(t)
     con.print(f"wrote {folder}/compare.html and {folder}/compare.csv")
 
