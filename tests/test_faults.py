@@ -186,8 +186,15 @@ def test_read_only_parent_gives_one_line(tmp_path):
             try:
                 p = subprocess.run(cmd, cwd="/", env={**_env(tmp_path), "HOME": str(tmp_path)}, capture_output=True,
                                    text=True, timeout=120, user=nobody.pw_uid, group=nobody.pw_gid)
-            except PermissionError:
-                pytest.skip("the Python of this checkout cannot be run as nobody")
+            except PermissionError:  # this checkout's Python is private to root: check the rule in-process
+                from probelab.paths import OutputError, check_out
+
+                real = os.access
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(os, "access", lambda q, m, **kw: False if Path(q) == ro else real(q, m, **kw))
+                    with pytest.raises(OutputError, match="is not writable"):
+                        check_out(ro / "x")
+                return
             if "rror" in p.stderr and "error: " not in p.stderr:
                 pytest.skip(f"the checkout cannot be run as nobody: {p.stderr.splitlines()[-1:]}")
         else:
