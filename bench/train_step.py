@@ -7,7 +7,7 @@ eager on CPU in bf16 at these sizes, SDPA for the fp32 run; bench/attention_cpu.
 - ``control``   — concat expansion, 6 Lerp layers (base blocks 4, 9, ..., 29), MSE divergence, alpha 1;
 - ``partial``   — the same 6 base blocks trainable, everything else frozen;
 - ``full``      — every parameter trainable (bf16 autocast, like the others);
-- ``full-fp32`` — full fine-tune without autocast (the DESIGN.md reference number), unless --no-fp32;
+- ``full-fp32`` — full fine-tune without autocast (the plain reference number), unless --no-fp32;
 - ``control-bf16`` / ``partial-bf16`` — as above with the frozen linear weights stored in bf16
   (``probelab.models.control.frozen.store_frozen_linears``: identical results under bf16 autocast,
   no fp32 master copy of weights that never change).

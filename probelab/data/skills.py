@@ -1,7 +1,7 @@
 """Procedural "new skill" tasks: unlimited, exactly checkable, and disjoint train/eval splits.
 
 A continual-SFT experiment needs a skill the base model lacks but can learn within the budget.
-SmolLM2-135M-Instruct gets 0/60 three-digit additions right (DESIGN.md §3), so arithmetic in a
+SmolLM2-135M-Instruct gets 0/60 three-digit additions right (prompt "Question: What is 347 + 589?\nAnswer:"), so arithmetic in a
 fixed "Question/Answer" format is the CPU table's new skill. Adding a task is adding one entry
 to :data:`SKILL_TASKS`.
 """

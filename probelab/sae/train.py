@@ -1,7 +1,7 @@
 """Train a TopK SAE on a model's residual stream with sae-lens' training runner (CPU friendly).
 
 Every default below is the result of tuning on this project's 2-core CPU (docs/sae.md has the
-measurements); the DESIGN recipe it started from reached explained variance 0.21.
+measurements); the first quick recipe it started from reached explained variance 0.21.
 
 - text: offline Wikipedia intros (:mod:`probelab.sae.corpus`), 500 articles held out for evaluation;
 - site: residual index 13 of SmolLM2 (output of block 12, sae-lens hook ``model.layers.12``);

@@ -102,7 +102,7 @@ class ModelCfg:
 class MethodCfg:
     name: str = "control"  # full | partial | stack | hybrid | control
     every: int = 5  # partial: train 1 of every `every` blocks (the blocks Control LLM would expand)
-    num_expanded: int = 6  # stack/hybrid/control: number of expanded blocks (DESIGN §4 layer choice)
+    num_expanded: int = 6  # stack/hybrid/control: number of expanded blocks (the paper's layer rule)
     interpolation: str = "lerp"  # control: lerp | dlerp | dlerpin | plerp | moe
     divergence: str = "mse"  # control: mse | cosine | none
     alpha: Any = 1.0  # divergence weight: a number, 0 (off) or "dynamic" (= interpolation weight)
