@@ -282,13 +282,13 @@ def concept_label(model, tok, concept: int, sae=None, labels=None, teacher=None)
     if labels is None:
         if sae is None:
             return "(no label: no SAE given)"
-        from .sae.labels import concept_labels
+        from .sae.labels import display_labels  # the full labels when cached, else the quick ones
 
         lm, lt = (model, tok) if not isinstance(model, CoCoMixForCausalLM) else (teacher or (None, None))
         if lm is None:
             return "(no label: the teacher model is not loaded)"
         try:
-            labels = concept_labels(lm, lt, sae, progress=True)
+            labels = display_labels(lm, lt, sae, progress=True)
         except ProbelabError as e:
             return f"(no label: {e})"
     if isinstance(model, CoCoMixForCausalLM) and len(labels) != model.cocomix.n_concepts:
