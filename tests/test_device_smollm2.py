@@ -60,7 +60,7 @@ def test_first_token_is_an_attention_sink_and_mean_leaves_it_out(smollm2):
     for t in caps.stream():
         norms = t[mid].norm(dim=-1)
         ratios.append(float(norms[0] / norms[1:].median()))
-    assert min(ratios) > 20  # the first token's norm is tens of times the median at a middle layer
+    assert min(ratios) > 50  # measured 119x-187x (median 142x) over the 120 analogy probes
     mean = probelab.capture(model, tok, texts, select="mean", batch_size=24)
     incl = probelab.capture(model, tok, texts, select="mean", batch_size=24, include_first=True)
     for i, t in enumerate(caps.stream()):
