@@ -12,8 +12,9 @@ residual stream at every layer: 31 states per sentence), all in ONE batch, token
 - ``capture(layers=[k])`` for one middle layer (the forward stops after block k-1) vs all layers;
 - bf16 weights: probelab capture vs the bare HF forward, both in bf16, same batch (target <= 1.1x).
 
-Every time is the median of ``--repeats`` runs after a warm-up; the 1-minute load average is printed
-before and after (the machine may be shared: ratios are more stable than seconds).
+Every time is the best of ``--repeats`` interleaved rounds after a warm-up (all contenders take turns,
+so they see the same load); the 1-minute load average is printed before and after (the machine may
+be shared: ratios are more stable than seconds).
 
     .venv/bin/python bench/capture.py [--repeats 5] [--device auto] [--json out.json]
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -38,16 +38,20 @@ def cold_load_seconds() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def median_time(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def best_times(fns: dict, repeats: int, sync) -> dict:
+    """Best time of each function over ``repeats`` interleaved rounds after one warm-up each: a shared
+    machine only ever slows a run down, and interleaving exposes every contender to the same load."""
+    for fn in fns.values():
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    sync()
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
 
 
 def main(argv=None) -> dict:
@@ -97,12 +101,10 @@ def main(argv=None) -> dict:
 
     r: dict = {"device": str(device), "dtype": str(resolve_dtype(args.dtype, device)), "texts": n,
                "tokens": list(ids.shape), "load_before": load_before}
-    r["bare_full_s"] = median_time(bare(model, False), args.repeats, sync)
-    r["bare_keep1_s"] = median_time(bare(model, True), args.repeats, sync)
-    r["probelab_s"] = median_time(ours(model), args.repeats, sync)
     mid = L // 2
     r["layers_mid"] = mid
-    r["probelab_one_layer_s"] = median_time(ours(model, layers=[mid]), args.repeats, sync)
+    fns = {"bare_full_s": bare(model, False), "bare_keep1_s": bare(model, True), "probelab_s": ours(model),
+           "probelab_one_layer_s": ours(model, layers=[mid])}
 
     caps = ours(model)()
     hs = bare(model, True)()
@@ -123,15 +125,14 @@ def main(argv=None) -> dict:
                 _, cache = bridge.run_with_cache(ids, attention_mask=mask, names_filter=names)
             return torch.stack([cache[nm][torch.arange(n, device=ids.device), last] for nm in names]).float().cpu()
 
-        r["tl_batched_s"] = median_time(tl, args.repeats, sync)
+        fns["tl_batched_s"] = tl
         r["max_diff_vs_tl"] = (caps.stream() - tl()).abs().max().item()
-        del bridge
 
     # bf16 weights: probelab vs the bare forward on the same batch
     b16, _ = probelab.load_model(args.model, device=device, dtype="bfloat16")
-    r["bf16_bare_full_s"] = median_time(bare(b16, False), args.repeats, sync)
-    r["bf16_bare_keep1_s"] = median_time(bare(b16, True), args.repeats, sync)
-    r["bf16_probelab_s"] = median_time(ours(b16), args.repeats, sync)
+    fns.update({"bf16_bare_full_s": bare(b16, False), "bf16_bare_keep1_s": bare(b16, True),
+                "bf16_probelab_s": ours(b16)})
+    r.update(best_times(fns, args.repeats, sync))
     r["bf16_max_rel_diff_vs_fp32"] = float(((ours(b16)().stream() - caps.stream()).norm(dim=-1)
                                             / caps.stream().norm(dim=-1)).max())
     if not args.no_cold_load and args.model == "smollm2-135m":
