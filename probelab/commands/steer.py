@@ -45,7 +45,16 @@ def _labels_for(lm, tok, sae_model, sae_src: Optional[str], concepts: list[int],
     t_spec, t_sae = teacher_of(lm, "smollm2-135m", sae_src or "default")
     try:
         teacher = _load(t_spec, device, dtype, allow_network)
-        tsae = resolve_sae(t_sae, teacher[0], allow_network=allow_network or None)
+        if t_sae == "default":  # a label never starts the default SAE's training
+            from ..sae.load import check_default_fits, load_sae
+
+            check_default_fits(teacher[0])
+            tsae = load_sae("default", train_if_missing=False)
+        else:
+            tsae = resolve_sae(t_sae, teacher[0], allow_network=allow_network or None)
+        n, d_sae = int(lm.cocomix.n_concepts), int(tsae.cfg.d_sae)
+        if d_sae != n:
+            raise ProbelabError(f"its {d_sae} latents are not this model's {n} concepts")
     except ProbelabError as e:
         return {c: f"(no label: teacher {t_spec} / SAE {t_sae}: {e})" for c in concepts}
     return {c: concept_label(lm, tok, c, sae=tsae, teacher=teacher) for c in concepts}
