@@ -183,7 +183,36 @@ def test_umap_scatter_colours_and_hover_text(monkeypatch):
     at.radio(key="one-umapc").set_value("category").run()
     ok(at)
     names = {tr["name"] for tr in charts(at)[1]["data"]}
-    assert names == {"pasted (pretrained)", "pasted (expanded)"}
+    assert names == {"pasted"}  # one legend entry per category (symbol = side)
+
+
+def test_umap_fitted_after_the_other_charts_and_stored_whole(monkeypatch):
+    """A cold page aligns without the map (drift curves and pairs drawn first), then fits the map into its tab;
+    the stored result is the whole one, so a new session reads it back and computes nothing."""
+    from probelab.app_support import alignment as al
+
+    monkeypatch.setenv("PROBELAB_APP_UMAP", "1")
+    calls, fits = [], []
+    real_align, real_with = al.align, al.with_umap
+    monkeypatch.setattr(al, "align", lambda *a, **k: calls.append(a[2].umap) or real_align(*a, **k))
+    monkeypatch.setattr(al, "with_umap", lambda *a, **k: fits.append(1) or real_with(*a, **k))
+    lines = SMALL + "\nsun is to day | moon is to night"  # probes no other test aligns: a cold store
+    at = start()
+    paste_probes(at, lines)
+    at.sidebar.button(key="align_go").click().run()
+    ok(at)
+    assert calls == [False] and fits == [1]  # the alignment itself ran with the UMAP off
+    shown = charts(at)
+    assert len(shown) == 3 and shown[1]["layout"]["title"]["text"].startswith("UMAP")
+    assert "umap.csv" in {b.proto.label for b in at.get("download_button")}  # downloads of the whole result
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    again = start()
+    paste_probes(again, lines)
+    again.sidebar.button(key="align_go").click().run()
+    ok(again)
+    assert calls == [False] and fits == [1]  # read from the store: nothing aligned or fitted again
+    assert charts(again)[1]["layout"]["title"]["text"].startswith("UMAP")
 
 
 # ---- concepts ----------------------------------------------------------------------------------

@@ -153,6 +153,54 @@ def test_at_init_alignment_is_panel_a_and_is_stored_then_read_back_without_a_mod
     assert json.loads(files["metrics.json"].read_text())["alignment_score"] == pytest.approx(res.score)
 
 
+def test_at_init_runs_one_block_per_identical_layer_and_captures_the_same_states():
+    """An expansion at init: each expanded block equals its pretrained block (checked weight by weight), so
+    the app runs the pretrained one only; every captured stream is bit for bit what both blocks give."""
+    from probelab.analysis.sources import capture_arrays
+
+    tok = tiny_tokenizer()
+    both = expand_model(tiny_llama(), ExpansionConfig(num_expanded=2)).eval()
+    shared = expand_model(tiny_llama(), ExpansionConfig(num_expanded=2)).eval()
+    assert all(al.branches_identical(layer) for layer in shared.control_layers)
+    assert al.share_identical_branches(shared) == 2 and al.share_identical_branches(shared) == 0  # once
+    runs = []
+    for layer in shared.control_layers:
+        layer.pretrained.register_forward_hook(lambda *a: runs.append(1))
+    texts = al.probes_from_text(SMALL).texts
+    a, meta_a = capture_arrays(both, tok, texts)
+    b, meta_b = capture_arrays(shared, tok, texts)
+    assert runs and meta_a["layers"] == meta_b["layers"] and a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert np.array_equal(b["pretrained/last"], b["expanded/last"])
+    # a block whose weights differ (a trained one) keeps both branches
+    moved = expand_model(tiny_llama(), ExpansionConfig(num_expanded=2)).eval()
+    with torch.no_grad():
+        next(moved.control_layers[0].expanded.parameters()).add_(1e-3)
+    assert not al.branches_identical(moved.control_layers[0])
+    assert al.share_identical_branches(moved) == 1
+    c, _ = capture_arrays(moved, tok, texts)
+    assert not np.array_equal(c["pretrained/last"], c["expanded/last"])
+
+
+def test_umap_added_afterwards_equals_the_map_computed_in_one_go():
+    """The page aligns without the map first and adds it with with_umap: same map, same silhouettes."""
+    ps = al.probes_from_text(SMALL)
+    target = al.AtInit("tiny-llama", 2)
+    whole = al.align(target, ps, AnalysisOptions(umap=True, use_cache=False))
+    fast = al.align(target, ps, AnalysisOptions(umap=False, use_cache=False))
+    assert "umap" not in fast.tables and "umap" in whole.tables
+    later = al.with_umap(fast, ps, AnalysisOptions(umap=True, use_cache=False))
+    assert later.summary["silhouette"] == whole.summary["silhouette"]
+    assert later.summary["umap"] == whole.summary["umap"] and later.score == whole.score
+    assert later.tables["umap"].equals(whole.tables["umap"])
+    opt = AnalysisOptions(umap=True)
+    stored = al.store_result(later, target, ps, opt)
+    assert (al.store_folder(target, ps, opt) / "umap.csv").is_file() and stored is later
+    assert al.align(target, ps, opt, build=lambda _: pytest.fail("stored: no model")).tables["umap"].shape == \
+        whole.tables["umap"].shape
+
+
 def test_checkpoint_targets_drift_and_tables_agree_with_the_metrics(tmp_path):
     ps, opt = al.probes_from_text(SMALL), AnalysisOptions(umap=False, k=3)
     init = al.align(al.Checkpoint(str(control_folder(tmp_path / "init"))), ps, opt)
@@ -254,7 +302,10 @@ def test_sae_rows_come_from_inspect_text_on_a_tiny_model():
     model, tok = tiny_llama(), tiny_tokenizer()
     out = cc.sae_rows(model, tok, cc.get_sae("tiny", model), "Hi there", top=2)
     assert [r["token"] for r in out["tokens"]][:3] == ["<|bos|>", "H", "i"]
-    assert all(len(r["by_activation"]) == 2 and len(r["by_attribution"]) == 2 for r in out["tokens"])
+    *inner, last = out["tokens"]
+    assert all(len(r["by_activation"]) == 2 and len(r["by_attribution"]) == 2 for r in inner)
+    # the last token has no next token, so no attribution score (shown as "–")
+    assert len(last["by_activation"]) == 2 and last["by_attribution"] == []
 
 
 def test_cocomix_rows_are_the_models_top_concept_logits():

@@ -71,7 +71,57 @@ def build_at_init(target: AtInit):
     model, tok = load_model(target.base, device=env_device(), dtype=env_dtype())
     control = expand_model(model, ExpansionConfig(num_expanded=int(target.num_expanded),
                                                   interpolation=target.interpolation, base_model=target.base))
+    share_identical_branches(control)
     return control.eval(), tok
+
+
+def branches_identical(layer) -> bool:
+    """Whether a Control layer's expanded block has exactly the pretrained block's weights and buffers
+    (the same names, dtypes, shapes and values: checked, not assumed)."""
+    import torch
+
+    a, b = layer.pretrained.state_dict(), layer.expanded.state_dict()
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+class _SameOutput:
+    """Stands in for an expanded block whose weights equal the pretrained block's: returns what the
+    pretrained block just computed on the same input (a Control layer runs the pretrained block first,
+    on the same arguments), so each shared layer runs one block instead of two."""
+
+    def __init__(self, pretrained) -> None:
+        self.out = None
+        pretrained.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output) -> None:
+        self.out = output
+
+    def __call__(self, *args, **kwargs):
+        out, self.out = self.out, None
+        if out is None:
+            raise RuntimeError("the shared expanded block ran before its pretrained block")
+        return out
+
+
+def share_identical_branches(control) -> int:
+    """In a Control model whose expanded blocks are exact copies of the pretrained ones (an expansion at
+    init), run each such layer's pretrained block only and reuse its output for the expanded branch
+    (identical weights and input give identical states). Returns how many layers share; a layer whose
+    weights differ (trained, or noise-initialised) keeps both blocks. Only for a model that is not
+    trained afterwards: the expanded weights are no longer used."""
+    shared = 0
+    for layer in getattr(control, "control_layers", []):
+        if isinstance(layer.__dict__.get("_same_output"), _SameOutput) or not branches_identical(layer):
+            continue
+        echo = _SameOutput(layer.pretrained)
+        object.__setattr__(layer, "_same_output", echo)
+        expanded = layer.expanded
+        del layer._modules["expanded"]  # the weights stay for state_dict / fingerprints via this holder
+        layer.add_module("expanded_weights", expanded)
+        object.__setattr__(layer, "expanded", echo)
+        shared += 1
+    return shared
 
 
 # ---- probes -------------------------------------------------------------------------------------
@@ -188,6 +238,55 @@ def align(target: Target, probe_set, options, *, build: Callable | None = None, 
         say(0.95, "storing the result")
         result.write(folder)
     say(1.0, "done")
+    return result
+
+
+def with_umap(result, probe_set, options, *, store: bool = True):
+    """``result`` (computed with the UMAP map off) with its UMAP map and map silhouettes added, as
+    :func:`align` would have computed them with ``options`` (same states, same cached functions); stored
+    under ``options``' key so that a restarted app reads it back whole.
+
+    The page draws the drift curves first and calls this afterwards: the map is the slowest step.
+    """
+    import numpy as np
+
+    from ..analysis import AlignmentResult
+    from ..analysis import align as A
+    from ..analysis import umap_layers
+    from ..analysis.align import resolve_probes
+
+    if "umap" in result.tables or not options.umap:
+        return result
+    if result.states is None:
+        raise ProbelabError("this result has no stored states to draw a UMAP map from; align it again")
+    probe_set = resolve_probes(probe_set)
+    layers = list(result.summary["layers_compared"])
+    points = umap_layers.stack_points(np.asarray(result.states["pretrained"]), np.asarray(result.states["expanded"]),
+                                      layers, options.umap_normalize)
+    summary = {**result.summary}
+    tables = dict(result.tables)
+    if len(points.x) >= 4:
+        coords = A.umap_coords(points, options)
+        summary["silhouette"] = A.cached_silhouettes(points, coords, options)
+        summary["umap"] = {"metric": options.umap_metric, "seed": options.seed, "n_neighbors": options.n_neighbors,
+                           "min_dist": options.min_dist, "reduce_dims": options.reduce_dims,
+                           "n_epochs": options.n_epochs, "normalized": options.umap_normalize}
+        texts = np.array([p.text for p in probe_set.items], dtype=object)
+        cats = np.array([p.category for p in probe_set.items], dtype=object)
+        tables["umap"] = pd.DataFrame({
+            "side": np.where(points.side == 0, "pretrained", "expanded"), "layer": points.layer,
+            "probe": points.probe, "text": texts[points.probe], "category": cats[points.probe],
+            "x": coords[:, 0], "y": coords[:, 1]})
+    return AlignmentResult(summary, result.layer_rows, tables, timings=dict(result.timings), states=result.states)
+
+
+def store_result(result, target: Target, probe_set, options):
+    """Write ``result`` into the store under its key (nothing when ``options.use_cache`` is off); returns it."""
+    from ..analysis.align import resolve_probes
+
+    folder = store_folder(target, resolve_probes(probe_set), options)
+    if folder is not None and not (folder / "metrics.json").is_file():
+        result.write(folder)
     return result
 
 

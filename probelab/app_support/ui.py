@@ -101,10 +101,10 @@ def stored_alignment(folder: str, mtime: float):
     return al.load_alignment(folder)
 
 
-def alignment(target, probe_set, options):
+def alignment(target, probe_set, options, store: bool = True):
     """The alignment of ``target``: from this session, from the disk store (``st.cache_data``), or computed
-    with a progress bar (then stored). The computation itself is not inside a cached function, so the
-    progress bar is a plain element and is never replayed."""
+    with a progress bar (then stored, unless ``store`` is off). The computation itself is not inside a
+    cached function, so the progress bar is a plain element and is never replayed."""
     from pathlib import Path
 
     memo = st.session_state.setdefault("_probelab_alignments", {})
@@ -117,13 +117,34 @@ def alignment(target, probe_set, options):
     else:
         bar, report = progress_reporter()
         try:
-            result = al.align(target, probe_set, options, build=at_init_pair, progress=report)
+            result = al.align(target, probe_set, options, build=at_init_pair, progress=report, store=store)
         finally:
             bar.empty()
     memo[key] = result
     while len(memo) > MEMO_SIZE:  # oldest first out
         memo.pop(next(iter(memo)))
     return result
+
+
+def stored(target, probe_set, options) -> bool:
+    """Whether the disk store holds this alignment (so :func:`alignment` reads it instead of computing)."""
+    from pathlib import Path
+
+    memo = st.session_state.get("_probelab_alignments", {})
+    if (target, repr(al.probe_key(probe_set)), repr(options)) in memo:
+        return True
+    folder = al.store_folder(target, probe_set, options)
+    return folder is not None and (Path(folder) / "metrics.json").is_file()
+
+
+def with_umap(target, probe_set, options, fast):
+    """``fast`` (the alignment without its UMAP map) completed with the map, stored and kept for this
+    session under ``options`` (so the next rerun finds it whole)."""
+    memo = st.session_state.setdefault("_probelab_alignments", {})
+    key = (target, repr(al.probe_key(probe_set)), repr(options))
+    if key not in memo:
+        memo[key] = al.store_result(al.with_umap(fast, probe_set, options), target, probe_set, options)
+    return memo[key]
 
 
 def progress_reporter():

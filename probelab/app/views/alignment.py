@@ -3,6 +3,7 @@
 Opens on the embedded model expanded at initialisation (panel a: both branches identical), so it is
 useful with no set-up; the sidebar picks checkpoints, saved alignments, probes and options.
 """
+import dataclasses
 from pathlib import Path
 
 import streamlit as st
@@ -123,11 +124,19 @@ def compute(req) -> dict:
         targets = [al.Checkpoint(p, req["base"].strip() if req["base"] else None) for p in req["paths"]]
     for target in targets:
         with ui.guard(target.label):
-            results[target.label] = ui.alignment(target, probe_set, options)
+            if len(targets) == 1 and options.umap and not ui.stored(target, probe_set, options):
+                # the UMAP map is the slowest step: everything else first, the map after the page is drawn
+                fast = dataclasses.replace(options, umap=False)
+                results[target.label] = ui.alignment(target, probe_set, fast, store=False)
+                deferred[target.label] = (target, probe_set, options)
+            else:
+                results[target.label] = ui.alignment(target, probe_set, options)
     return results
 
 
 results = {}
+deferred = {}  # name -> (target, probes, options) whose UMAP map is computed after the page is drawn
+placeholders = {}  # name -> (UMAP tab placeholder, downloads placeholder, widget key prefix)
 with ui.guard("probes"):
     results = compute(request)
 
@@ -152,15 +161,11 @@ def show_one(name: str, res, key: str) -> None:
         fig = drift_figure(rows, any(r.get("weight") is not None for r in rows))
         st.plotly_chart(al.layer_ticks(fig, s["layers_compared"]), theme=None, key=f"{key}-drift")
     with tabs[1]:
-        if "umap" in res.tables:
-            color = st.radio("colour by", ["layer", "side", "category"], horizontal=True, key=f"{key}-umapc")
-            st.plotly_chart(style(umap_figure(res.tables["umap"], color, f"UMAP, coloured by {color} (hover: sentence)")),
-                            theme=None,
-                            key=f"{key}-umap")
-            sil = s.get("silhouette") or {}
-            st.caption("silhouette of layer labels: " + ", ".join(f"{k} {fmt(v)}" for k, v in sil.items()))
+        if name in deferred:
+            ph_umap = st.empty()
+            ph_umap.info("Fitting the UMAP map (the slowest step; it appears here when done)...")
         else:
-            st.info("UMAP not computed (turn it on under *analysis options*).")
+            umap_tab(res, key)
     with tabs[2]:
         c1, c2 = st.columns(2)
         layer = c1.selectbox("layer", s["layers_compared"], index=len(s["layers_compared"]) - 1, key=f"{key}-nnl")
@@ -179,11 +184,31 @@ def show_one(name: str, res, key: str) -> None:
     with tabs[4]:
         st.dataframe(al.layer_frame(res), hide_index=True, key=f"{key}-layers")
     with tabs[5]:
-        files = al.export_files(res)
-        cols = st.columns(4)
-        for i, (fname, path) in enumerate(files.items()):
-            cols[i % 4].download_button(fname, data=path.read_bytes, file_name=fname, on_click="ignore",
-                                        mime=al.MIME.get(path.suffix, "application/octet-stream"), key=f"{key}-dl-{fname}")
+        if name in deferred:
+            placeholders[name] = (ph_umap, st.empty(), key)
+            placeholders[name][1].info("The files are offered once the UMAP map is done.")
+        else:
+            downloads(res, key)
+
+
+def umap_tab(res, key: str) -> None:
+    if "umap" in res.tables:
+        color = st.radio("colour by", ["layer", "side", "category"], horizontal=True, key=f"{key}-umapc")
+        st.plotly_chart(style(umap_figure(res.tables["umap"], color, f"UMAP, coloured by {color} (hover: sentence)")),
+                        theme=None,
+                        key=f"{key}-umap")
+        sil = res.summary.get("silhouette") or {}
+        st.caption("silhouette of layer labels: " + ", ".join(f"{k} {fmt(v)}" for k, v in sil.items()))
+    else:
+        st.info("UMAP not computed (turn it on under *analysis options*).")
+
+
+def downloads(res, key: str) -> None:
+    files = al.export_files(res)
+    cols = st.columns(4)
+    for i, (fname, path) in enumerate(files.items()):
+        cols[i % 4].download_button(fname, data=path.read_bytes, file_name=fname, on_click="ignore",
+                                    mime=al.MIME.get(path.suffix, "application/octet-stream"), key=f"{key}-dl-{fname}")
 
 
 if len(results) > 1:
@@ -222,3 +247,17 @@ if len(results) > 1:
 elif results:
     name, res = next(iter(results.items()))
     show_one(name, res, "one")
+
+
+# ---- the UMAP maps put off above: fitted now that everything else is on the page -----------------
+for name, (target, probe_set, options) in deferred.items():
+    if name not in placeholders:
+        continue
+    ph_umap, ph_dl, key = placeholders[name]
+    with ui.guard(f"UMAP map of {name}"):
+        with ph_umap.container(), st.spinner("fitting the UMAP map"):
+            full = ui.with_umap(target, probe_set, options, results[name])
+        with ph_umap.container():
+            umap_tab(full, key)
+        with ph_dl.container():
+            downloads(full, key)
