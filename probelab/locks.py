@@ -13,6 +13,7 @@ litter. Where ``fcntl`` is missing (Windows) the lock is a no-op.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -33,9 +34,10 @@ class LockTimeout(ProbelabError):
 def default_timeout() -> float:
     """Seconds a writer waits for another one: ``$PROBELAB_LOCK_TIMEOUT`` or 600."""
     try:
-        return float(os.environ.get("PROBELAB_LOCK_TIMEOUT", "600"))
+        value = float(os.environ.get("PROBELAB_LOCK_TIMEOUT", "600"))
     except ValueError:
         return 600.0
+    return value if math.isfinite(value) and value >= 0 else 600.0  # nan would wait forever
 
 
 @contextlib.contextmanager

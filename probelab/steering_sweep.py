@@ -271,8 +271,11 @@ def steering_sweep(model, tok, prompt: str, concept: int, scales: Iterable[float
 
 
 # ---- labels ----------------------------------------------------------------------------------------
-def concept_label(model, tok, concept: int, sae=None, labels=None, teacher=None) -> str:
+def concept_label(model, tok, concept: int, sae=None, labels=None, teacher=None, sae_path=None) -> str:
     """The concept's label (:mod:`probelab.sae.labels`), or a short reason in brackets when there is none.
+
+    ``sae_path``: the SAE's folder when it came from one, so the labels other commands cached for
+    that folder are found.
 
     For a CoCoMix model the labels are its teacher SAE's: pass ``labels`` (a
     :class:`~probelab.sae.labels.ConceptLabels`) or ``teacher=(teacher_model, teacher_tok)`` with ``sae``.
@@ -288,7 +291,7 @@ def concept_label(model, tok, concept: int, sae=None, labels=None, teacher=None)
         if lm is None:
             return "(no label: the teacher model is not loaded)"
         try:
-            labels = display_labels(lm, lt, sae, progress=True)
+            labels = display_labels(lm, lt, sae, sae_path=sae_path, progress=True)
         except ProbelabError as e:
             return f"(no label: {e})"
     if isinstance(model, CoCoMixForCausalLM) and len(labels) != model.cocomix.n_concepts:
@@ -409,7 +412,7 @@ def write_sweep(result: SweepResult, out: str | Path, model_name: str = "", over
     from .paths import atomic_dir
 
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind="sweep") as tmp:
         (tmp / "sweep.html").write_text(sweep_html(result, model_name), encoding="utf-8")
         (tmp / "sweep.json").write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
     return out

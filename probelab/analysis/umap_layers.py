@@ -145,9 +145,15 @@ def load_states(path) -> dict | None:
 
     if not Path(path).is_file():
         return None
-    with safe_open(str(path), framework="numpy") as f:
-        out = {k: f.get_tensor(k) for k in f.keys()}
-        out["layers"] = json.loads((f.metadata() or {}).get("layers", "[]"))
+    from ..errors import ProbelabError
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            out = {k: f.get_tensor(k) for k in f.keys()}
+            out["layers"] = json.loads((f.metadata() or {}).get("layers", "[]"))
+    except Exception as e:  # safetensors raises its own error types on a truncated or corrupt file
+        raise ProbelabError(f"{path} is not a readable states file ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); re-run probelab align") from None
     return out
 
 

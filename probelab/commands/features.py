@@ -21,6 +21,10 @@ def load_model_and_sae(sae: str, model: str | None, device: str, dtype: str, all
 
         s, path = tiny_sae(d_in=int(m.config.hidden_size), hook_name="model.layers.1"), None
     else:
+        if sae == "default":  # before the default SAE can start its training
+            from ..sae.load import check_default_fits
+
+            check_default_fits(m)
         s = load_sae(sae, allow_network=allow_network or None)
         path = None if sae == "default" else sae
     s = s.to(next(m.parameters()).device)

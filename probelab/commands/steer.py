@@ -39,7 +39,8 @@ def _labels_for(lm, tok, sae_model, sae_src: Optional[str], concepts: list[int],
     from ..steering_sweep import concept_label, resolve_sae
 
     if not isinstance(lm, CoCoMixForCausalLM):
-        return {c: concept_label(lm, tok, c, sae=sae_model) for c in concepts}
+        path = sae_src if sae_src not in (None, "default", "tiny") else None
+        return {c: concept_label(lm, tok, c, sae=sae_model, sae_path=path) for c in concepts}
     from ..app_support.concepts import teacher_of
 
     t_spec, t_sae = teacher_of(lm, "smollm2-135m", sae_src or "default")
@@ -91,6 +92,12 @@ def steer_cmd(
         raise ProbelabError("--target and --out belong to a sweep: add --sweep START:STOP:N")
     if scales is not None and len(set(concept)) != 1:
         raise ProbelabError("a sweep steers by one concept: give --concept once")
+    if any(not t for t in target):
+        raise ProbelabError("a target token is empty")
+    if out:  # before any model loads or labels build
+        from ..paths import check_out
+
+        check_out(out, "sweep", overwrite)
     lm, tok = _load(model, device, dtype, allow_network)
     is_cocomix = isinstance(lm, CoCoMixForCausalLM)
     sae_model = None

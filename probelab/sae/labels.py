@@ -109,7 +109,6 @@ def promoted_tokens(model, tok, sae, n: int = 5) -> list[list[str]]:
     return out
 
 
-@torch.no_grad()
 def _label_texts(n_texts: int) -> list[str]:
     from .corpus import wiki_texts
 
@@ -142,6 +141,7 @@ def _states_by_length(model, tok, texts: list[str], site: int, max_length: int, 
     return states
 
 
+@torch.no_grad()
 def concept_labels(model, tok, sae, texts: list[str] | None = None, n_texts: int = FULL_TEXTS, n_contexts: int = 5,
                    n_promoted: int = 5, window: int = 8, cache: bool = True, sae_path: str | Path | None = None,
                    progress: bool = False, max_length: int = 256) -> ConceptLabels:

@@ -87,7 +87,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, extra: dict, i
         raise NonFiniteError(f"step {step}: {bad} is not finite (nan or inf); no checkpoint written, "
                              f"the last good one is {Path(ckpt_root) / 'latest'}")
     target = Path(ckpt_root) / f"step-{step:06d}"
-    with atomic_dir(target, overwrite=True) as tmp:  # a same-step folder left by a killed attempt of this run
+    with atomic_dir(target, overwrite=True, kind="checkpoint") as tmp:  # a same-step folder left by a killed attempt of this run
         save_file(params, str(tmp / "trainable.safetensors"))
         save_file(flat, str(tmp / "optimizer.safetensors"))
         rng = {"torch_cpu": torch.get_rng_state()}

@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.method.name == "cocomix":
             save_cocomix(unwrapped, out / "final", tok)
         else:
-            with atomic_dir(out / "final", overwrite=True) as tmp:
+            with atomic_dir(out / "final", overwrite=True, kind="model") as tmp:
                 unwrapped.save_pretrained(tmp)
                 tok.save_pretrained(tmp)
         metrics.to_csv()

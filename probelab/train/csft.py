@@ -294,7 +294,7 @@ def save_final(model, tok, folder: Path, cfg) -> None:
     if isinstance(model, ControlLLMForCausalLM):
         save_control(model, folder, tok)
         return
-    with atomic_dir(folder, overwrite=True) as tmp:  # a longer run of this folder replaces its final model
+    with atomic_dir(folder, overwrite=True, kind="model") as tmp:  # a longer run of this folder replaces its final model
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "training.json").write_text(json.dumps({"method": cfg.method.name, "base": cfg.model.name,
