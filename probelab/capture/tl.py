@@ -42,7 +42,12 @@ def boot_bridge(model, tokenizer, device=None, dtype=None):
 
 @torch.no_grad()
 def capture_tl(model, tokenizer, texts, select: str = "last", bridge=None, include_first: bool = False,
-               **_ignored) -> Captures:
+               batch_size: int | None = None, progress: bool | None = None, **unsupported) -> Captures:
+    """The reference backend: one text at a time through TransformerBridge (``batch_size`` and
+    ``progress`` are accepted and unused; options only the ``hf`` backend has are refused)."""
+    given = sorted(k for k, v in unsupported.items() if v is not None)
+    if given:
+        raise CaptureError(f"the transformer-lens backend does not support {', '.join(given)}; use the hf backend")
     if select not in SELECTIONS:
         raise CaptureError(f"unknown token selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     texts = list(texts)
