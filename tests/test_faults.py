@@ -229,8 +229,11 @@ def _has_torch(pid: int) -> bool:
                                                 (signal.SIGTERM, 143, "error: terminated")])
 def test_ctrl_c_or_sigterm_during_capture_gives_one_line_and_leaves_nothing(tmp_path, sig, code, message):
     texts = [a for i in range(200) for a in ("-t", f"text number {i} " * 20)]
+    # A job started in the background by a non-interactive shell (as CI may be) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: give the command a terminal's default.
     proc = subprocess.Popen([*PROBELAB, "capture", "-m", "tiny-llama", *texts, "--out", "out"], cwd=tmp_path,
-                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: _has_torch(proc.pid), 120, proc)  # inside the command, loading the model
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
