@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ..models import load_model
     from ..paths import atomic_dir, atomic_write_text
     from .config import load_config
-    from .run import check_finite_model, check_params_finite, open_run, parse_args, set_threads
+    from .run import check_finite_model, check_params_finite, finished_summary, open_run, parse_args, set_threads
 
     args = parse_args(argv, "probelab.train.cocomix", __doc__.split("\n")[0], legacy_cocomix=True)
     cfg = load_config(args.config, ["run.recipe=cocomix", *args.overrides])  # this loop's recipe, whatever the file says
@@ -254,12 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     out, ckpt_root = start.out, start.out / "checkpoints"
     acc.wait_for_everyone()
     if start.finished:
-        if is_main:
-            print(f"[train] {out} already finished at step {start.step} (train.steps={t.steps}); nothing to do",
-                  flush=True)
-        acc.end_training()
-        summary = out / "summary.json"
-        return json.loads(summary.read_text()) if summary.is_file() else {}
+        return finished_summary(start, cfg, acc)
     global_batch = t.micro_batch * t.grad_accum * world
 
     # 1. data

@@ -39,7 +39,7 @@ from ..paths import atomic_dir, atomic_write_text
 def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- 1. configuration and run folder
     from .config import load_config
-    from .run import open_run, parse_args
+    from .run import finished_summary, open_run, parse_args
 
     args = parse_args(argv, "probelab.train.csft", __doc__.split("\n")[0])
     cfg = load_config(args.config, args.overrides)
@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     out, ckpt_root = start.out, start.out / "checkpoints"
     acc.wait_for_everyone()
     if start.finished:
-        if is_main:
-            print(f"[train] {out} already finished at step {start.step} (train.steps={cfg.train.steps}); "
-                  "nothing to do", flush=True)
-        acc.end_training()
-        summary = out / "summary.json"
-        return json.loads(summary.read_text()) if summary.is_file() else {}
+        return finished_summary(start, cfg, acc)
 
     # ---------------------------------------------------------------- 4. model and method
     # The base model is loaded in fp32; the method freezes / expands it (probelab/train/methods.py).

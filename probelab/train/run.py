@@ -151,6 +151,17 @@ def open_run(cfg, start_over: bool = False, final_name: str = "final", is_main: 
     return RunStart(out, latest, state, run_id, finished)
 
 
+def finished_summary(start: RunStart, cfg, accelerator) -> dict:
+    """A finished run is a no-op: say so once, end the Accelerate run and return the summary it
+    wrote (``{}`` when it has none). Both training loops call this when ``start.finished``."""
+    if accelerator.is_main_process:
+        print(f"[train] {start.out} already finished at step {start.step} (train.steps={cfg.train.steps}); "
+              "nothing to do", flush=True)
+    accelerator.end_training()
+    summary = start.out / "summary.json"
+    return json.loads(summary.read_text()) if summary.is_file() else {}
+
+
 def _same_run_restarting(out: Path, cfg) -> bool:
     """A folder that only holds the first files of this very config (killed before its first checkpoint)."""
     try:
