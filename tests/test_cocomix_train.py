@@ -118,3 +118,48 @@ def test_steer_cli(tmp_path, sae_dir, capsys):
     code, out, err = run_cli(["steer", "--model", "tiny-llama", "--sae", str(sae_dir), "--concept", "128",
                               "hello"], capsys)
     assert code == 1 and "out of range" in err
+
+
+def test_reduced_vocab_and_activation_labels(sae_dir, tmp_path):
+    """data.vocab_size maps both students onto the most frequent ids; teacher.select=activation trains on
+    the top latents by SAE activation, from the same cached teacher pass as the attribution labels."""
+    from safetensors.torch import load_file
+
+    from probelab.models import load_model
+    from probelab.models.cocomix.vocab import ReducedVocab
+    from probelab.sae import ConceptLabeler, load_sae
+    from probelab.train.cocomix import main
+
+    labels = tmp_path / "labels"
+    extra = ["--set", "data.vocab_size=40", "--set", "teacher.select=activation"]
+    summary = main(toy_args(sae_dir, tmp_path / "act", labels, steps=2, extra=extra))
+    assert summary["vocab"]["size"] == 40 and 0 < summary["vocab"]["train_coverage"] < 1
+    assert summary["embedding_parameters"] == 40 * 32 and summary["label_select"] == "activation"
+    model, _ = load_model(tmp_path / "act" / "final")
+    assert model.config.vocab_size == 40 and model.cocomix.teacher["select"] == "activation"
+    vocab = ReducedVocab.load(tmp_path / "act")
+    assert vocab.size == 40
+    # the cache holds both selections; the activation set is the top-k_attr SAE activations
+    shard = load_file(str(next(labels.glob("shard-*.safetensors"))))
+    assert set(shard) == {"labels", "activation"} and not torch.equal(shard["labels"], shard["activation"])
+    teacher, tok = load_model("tiny-llama")
+    labeler = ConceptLabeler(teacher, load_sae(str(sae_dir)), k_attr=4)
+    from probelab.train.cocomix import pack
+    from probelab.sae.corpus import wiki_texts
+
+    blocks = pack(wiki_texts(n_heldout=20, seed=0)[0], tok, 32, 2048)[: shard["labels"].shape[0]]
+    att = labeler.attribution(blocks)
+    assert torch.equal(shard["activation"].long(), labeler.labels_from(att, "activation"))
+    assert torch.equal(shard["labels"].long(), labeler.labels_from(att, "attribution"))
+    # the attribution run reuses that cache: no second teacher pass, same shard files
+    before = {p.name: p.stat().st_mtime_ns for p in labels.glob("shard-*")}
+    main(toy_args(sae_dir, tmp_path / "attr", labels, steps=2, extra=["--set", "data.vocab_size=40"]))
+    assert {p.name: p.stat().st_mtime_ns for p in labels.glob("shard-*")} == before
+
+
+def test_reduced_vocab_refuses_a_stream():
+    from probelab.errors import ProbelabError
+    from probelab.train.config import load_config
+
+    with pytest.raises(ProbelabError, match="data.vocab_size needs a fixed corpus"):
+        load_config("cocomix_cpu", ["data.source=openwebtext", "data.vocab_size=100"])

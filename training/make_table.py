@@ -30,6 +30,9 @@ LABELS = {  # run folder -> row label, in table order
     "lerp-mse": "Control LLM Lerp6 + MSE",
     "lerp": "Control LLM Lerp6, no divergence",
     "dlerp": "Control LLM Dlerp6, no divergence",
+    "dlerp-mse": "Control LLM Dlerp6 + MSE",
+    "lerp-mse-official": "Control LLM Lerp6 + MSE, official preset",
+    "dlerp-official": "Control LLM Dlerp6, no divergence, official preset",
 }
 METRICS = [("skill_acc", "add3 acc"), ("wiki_ppl", "wiki ppl"), ("wiki_mc_acc", "wiki-MC acc"), ("mmlu_acc", "MMLU acc")]
 

@@ -33,6 +33,13 @@ METHODS = {  # run folder -> the keys that make the method (same data, steps and
     "lerp-mse": ["method.name=control", "method.interpolation=lerp", "method.divergence=mse"],
     "lerp": ["method.name=control", "method.interpolation=lerp", "method.divergence=none"],
     "dlerp": ["method.name=control", "method.interpolation=dlerp", "method.divergence=none"],
+    "dlerp-mse": ["method.name=control", "method.interpolation=dlerp", "method.divergence=mse"],
+    # the Control LLM authors' defaults (method.preset=official): Lerp factor fixed at 0.5, random gate
+    # init, AdamW weight decay 1e-2
+    "lerp-mse-official": ["method.name=control", "method.preset=official", "method.interpolation=lerp",
+                          "method.divergence=mse"],
+    "dlerp-official": ["method.name=control", "method.preset=official", "method.interpolation=dlerp",
+                       "method.divergence=none"],
 }
 ORDER = ["base", "full", "lerp-mse", "lerp", "dlerp", "partial", "stack", "hybrid"]  # most informative first
 
@@ -41,17 +48,19 @@ def run_dir(root: Path, method: str, seed: int) -> Path:
     return root / method / f"seed-{seed}"
 
 
-def commands(config: str, root: Path, methods: list[str], seeds: list[int], sets: list[str]) -> list[tuple[Path, list[str]]]:
-    """``(run folder, argv)`` for every (seed, method), seeds outermost: a partial table has whole seeds."""
+def commands(config: str, root: Path, methods: list[str], seeds: list[int], sets: list[str],
+             methods_first: bool = False) -> list[tuple[Path, list[str]]]:
+    """``(run folder, argv)`` for every (seed, method), seeds outermost (a partial table has whole seeds)
+    or, with ``methods_first``, methods outermost (a partial table has every seed of the first methods)."""
     out = []
-    for seed in seeds:
-        for method in methods:
-            folder = run_dir(root, method, seed)
-            argv = [sys.executable, "-m", "probelab.train.csft", "--config", config,
-                    "--set", f"run.out_dir={folder}", "--set", f"run.seed={seed}", "--set", "run.progress=false"]
-            for kv in [*sets, *METHODS[method]]:  # the method's keys last: base keeps train.steps=0
-                argv += ["--set", kv]
-            out.append((folder, argv))
+    pairs = ([(s, m) for m in methods for s in seeds] if methods_first else [(s, m) for s in seeds for m in methods])
+    for seed, method in pairs:
+        folder = run_dir(root, method, seed)
+        argv = [sys.executable, "-m", "probelab.train.csft", "--config", config,
+                "--set", f"run.out_dir={folder}", "--set", f"run.seed={seed}", "--set", "run.progress=false"]
+        for kv in [*sets, *METHODS[method]]:  # the method's keys last: base keeps train.steps=0
+            argv += ["--set", kv]
+        out.append((folder, argv))
     return out
 
 
@@ -77,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=ORDER, choices=list(METHODS))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="one more key for every run (e.g. eval.skill_n=200)")
+    ap.add_argument("--methods-first", action="store_true",
+                    help="run every seed of a method before the next method (default: every method of a seed first)")
     ap.add_argument("--results", default="training/results", help="folder for the table")
     ap.add_argument("--lock", default="/tmp/probelab-heavy.lock", help="heavy-job lock file ('' = none)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = ap.parse_args(argv)
     root = Path(args.root or f"runs/{args.name}")
     methods = ["base", *[m for m in args.methods if m != "base"]]  # every table needs its base rows
-    jobs = commands(args.config, root, methods, args.seeds, args.sets)
+    jobs = commands(args.config, root, methods, args.seeds, args.sets, args.methods_first)
     table = [sys.executable, str(Path(__file__).with_name("make_table.py")), "--root", str(root),
              "--out", args.results, "--name", args.name, "--config", args.config]
     if args.dry_run:

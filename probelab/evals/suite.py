@@ -28,7 +28,12 @@ class EvalSuite:
         return cls(skill_eval[: cfg.skill_n], wiki_eval, mmlu, wmc, cfg)
 
     def run(self, model, tok) -> dict:
+        import dataclasses
+
+        from ..models.devices import input_device, use_bf16
+
         c, out, t0 = self.cfg, {}, time.perf_counter()
+        c = dataclasses.replace(c, bf16=use_bf16(c.bf16, input_device(model)))  # "auto": bf16 where it is native
         if self.skill:
             out["skill_acc"] = task_accuracy(model, tok, self.skill, c.max_new_tokens, c.batch_size, c.bf16).accuracy
         if self.wiki:

@@ -6,6 +6,9 @@
 - :func:`resolve_dtype`: ``"auto"`` is bfloat16 on a GPU that supports it (float16 on one that does
   not, float32 on MPS), float32 on CPU; names ``bfloat16``/``bf16``, ``float16``/``fp16``/``half``,
   ``float32``/``fp32``/``float`` and a ``torch.dtype`` are accepted.
+- :func:`native_bf16`: whether bf16 matmuls run in hardware on a device (a CUDA GPU that supports
+  them; a CPU with AVX512-BF16 or AMX). Elsewhere bf16 is emulated and far slower than float32, so
+  ``auto`` precision settings choose float32 there.
 - :func:`input_device`: the device of a model's token embedding, where ``input_ids`` must go (for a
   model sharded with a ``device_map`` this is the first shard, not ``next(model.parameters())``).
 
@@ -86,6 +89,50 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto",
     if name not in DTYPE_NAMES:
         raise ProbelabError(f"unknown dtype {spec!r}; use auto, bfloat16 (bf16), float16 (fp16) or float32 (fp32)")
     return DTYPE_NAMES[name]
+
+
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """True where bf16 matmuls run in hardware: a CUDA GPU that supports bf16, a CPU with AVX512-BF16 or
+    AMX (Linux flags; on other systems an arm64 CPU is assumed to have it, an x86 CPU not)."""
+    dev = resolve_device(device if device is not None else "auto")
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type != "cpu":
+        return False
+    flags = _cpu_flags()
+    if flags:
+        return any(f in flags for f in _CPU_BF16_FLAGS)
+    import platform
+
+    return platform.machine().lower() in ("arm64", "aarch64")
+
+
+def use_bf16(setting, device: str | torch.device | None = None) -> bool:
+    """A bf16 switch of a config: ``True``/``False`` as given, ``"auto"`` = :func:`native_bf16`."""
+    if isinstance(setting, str):
+        name = setting.strip().lower()
+        if name == "auto":
+            return native_bf16(device)
+        if name in ("true", "yes", "1", "bf16"):
+            return True
+        if name in ("false", "no", "0", ""):
+            return False
+        raise ProbelabError(f"a bf16 setting must be true, false or auto, got {setting!r}")
+    return bool(setting)
 
 
 ENV_DEVICE, ENV_DTYPE = "PROBELAB_DEVICE", "PROBELAB_DTYPE"

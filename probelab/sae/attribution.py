@@ -51,6 +51,7 @@ _CAST_CACHE: dict[int, tuple] = {}  # id(weight) -> ((version, data_ptr, dtype),
 ACTIVATIONS = ("post", "pre")
 LOSSES = ("sequence", "next_token")
 SIGNS = ("signed", "absolute")
+SELECTIONS = ("attribution", "activation")  # what ranks the latents that become labels
 
 
 @dataclass(frozen=True)
@@ -266,9 +267,18 @@ class ConceptLabeler:
         """Attribution scores ``FloatTensor[B, T, d_sae]`` (0 at padding)."""
         return self.attribution(input_ids, attention_mask).scores
 
-    def labels_from(self, att: Attribution) -> torch.Tensor:
-        labels = torch.topk(att.scores, self.k_attr, dim=-1).indices
+    def labels_from(self, att: Attribution, select: str = "attribution") -> torch.Tensor:
+        """Top ``k_attr`` latents per token by attribution score (the paper), or by SAE activation
+        (``select="activation"``, the paper's Fig. 6a ablation); :data:`IGNORE_LABEL` where no next token."""
+        if select not in SELECTIONS:
+            raise ProbelabError(f"unknown label selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+        labels = torch.topk(att.scores if select == "attribution" else att.post, self.k_attr, dim=-1).indices
         return labels.masked_fill(~att.valid.unsqueeze(-1), IGNORE_LABEL)
+
+    def label_sets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Both label selections from one teacher pass: ``{"attribution": ..., "activation": ...}``."""
+        att = self.attribution(input_ids, attention_mask)
+        return {select: self.labels_from(att, select) for select in SELECTIONS}
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.labels_from(self.attribution(input_ids, attention_mask))

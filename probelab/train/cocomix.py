@@ -112,13 +112,28 @@ def make_labeler(cfg, sae, device, student_tok):
         raise ProbelabError(f"the student tokenizer ({cfg.data.tokenizer}) differs from the teacher's "
                             f"({t.model}); CoCoMix labels need the teacher's tokenizer")
     return ConceptLabeler(teacher.to(device), sae, k_attr=t.k_attr, variant=t.variant,
-                          batch_size=t.label_batch_size, autocast=torch.bfloat16 if t.autocast_bf16 else None)
+                          batch_size=t.label_batch_size, autocast=torch.bfloat16 if teacher_bf16(cfg) else None)
+
+
+def teacher_bf16(cfg) -> bool:
+    """``teacher.autocast_bf16`` resolved (``auto``: bf16 where it is native on the teacher's device)."""
+    from ..models.devices import use_bf16
+
+    return use_bf16(cfg.teacher.autocast_bf16, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def provenance(cfg, n_concepts: int) -> dict:
+    """What made a label cache (both selections share one: they come from the same teacher pass)."""
     t = cfg.teacher
     return {"teacher": str(t.model), "sae": str(t.sae), "variant": t.variant, "k_attr": t.k_attr,
-            "n_concepts": n_concepts, "bf16": bool(t.autocast_bf16)}
+            "n_concepts": n_concepts, "bf16": teacher_bf16(cfg)}
+
+
+def label_batch(labeler, ids: torch.Tensor, select: str) -> torch.Tensor:
+    """Labels of one batch computed on the fly, by ``select`` (attribution | activation)."""
+    if select == "attribution":
+        return labeler(ids)
+    return labeler.label_sets(ids)[select]
 
 
 def cached_labels(cfg, labeler, n_concepts, blocks, accelerator) -> torch.Tensor:
@@ -129,7 +144,8 @@ def cached_labels(cfg, labeler, n_concepts, blocks, accelerator) -> torch.Tensor
     prov = provenance(cfg, n_concepts)
     key = hashlib.sha256(json.dumps([prov, tokens_digest(blocks)], sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cfg.teacher.cache_dir or cache_dir() / "cocomix_labels" / key)
-    kw = dict(provenance=prov, batch_size=cfg.teacher.label_batch_size, device=str(accelerator.device))
+    kw = dict(provenance=prov, batch_size=cfg.teacher.label_batch_size, device=str(accelerator.device),
+              select=cfg.teacher.select)
     if accelerator.is_main_process:
         t0 = time.time()
         labels = label_blocks(labeler, blocks, folder, progress=cfg.run.progress, **kw)
@@ -142,17 +158,21 @@ def cached_labels(cfg, labeler, n_concepts, blocks, accelerator) -> torch.Tensor
 
 # ----------------------------------------------------------------------------------------------
 # Models: the CoCoMix student and the width-matched NTP baseline.
-def build_model(cfg, tok, n_concepts: int, kind: str | None = None):
-    """The student for ``kind`` (default ``cfg.method.name``): ``cocomix`` or the matched ``ntp`` Llama."""
+def build_model(cfg, tok, n_concepts: int, kind: str | None = None, vocab=None):
+    """The student for ``kind`` (default ``cfg.method.name``): ``cocomix`` or the matched ``ntp`` Llama;
+    over ``vocab`` (a :class:`~probelab.models.cocomix.vocab.ReducedVocab`) when given, else ``tok``'s ids."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from ..models.cocomix import CoCoMixConfig, CoCoMixForCausalLM, matched_ntp_config
 
     s = dict(vars(cfg.student))
     cc = CoCoMixConfig(insert_layer=s.pop("insert_layer"), topk=s.pop("topk"), lam=s.pop("lam"),
-                       n_concepts=n_concepts, k_attr=cfg.teacher.k_attr, teacher=provenance(cfg, n_concepts))
-    llama = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id, max_position_embeddings=cfg.data.block_size * 8, **s)
+                       n_concepts=n_concepts, k_attr=cfg.teacher.k_attr,
+                       teacher={**provenance(cfg, n_concepts), "select": cfg.teacher.select})
+    ids = (lambda i: i) if vocab is None else vocab.map_id
+    llama = LlamaConfig(vocab_size=len(tok) if vocab is None else vocab.size, bos_token_id=ids(tok.bos_token_id),
+                        eos_token_id=ids(tok.eos_token_id), pad_token_id=ids(tok.pad_token_id),
+                        max_position_embeddings=cfg.data.block_size * 8, **s)
     llama._attn_implementation = "sdpa"
     torch.manual_seed(cfg.run.seed)
     if (kind or cfg.method.name) == "cocomix":
@@ -243,7 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv, "probelab.train.cocomix", __doc__.split("\n")[0], legacy_cocomix=True)
     cfg = load_config(args.config, ["run.recipe=cocomix", *args.overrides])  # this loop's recipe, whatever the file says
     t, d = cfg.train, cfg.data
-    acc = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
+    from .run import resolve_precision
+
+    acc = Accelerator(mixed_precision=resolve_precision(t.precision), cpu=not torch.cuda.is_available())
     is_main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     distributed = acc.distributed_type.value not in {"NO"}
     if acc.device.type == "cpu":
@@ -274,6 +296,17 @@ def main(argv: list[str] | None = None) -> dict:
         order = BatchSchedule(blocks.shape[0], t.micro_batch, t.grad_accum, world, cfg.run.seed)
     acc.print(f"data: {'stream' if streaming else blocks.numel()} train tokens, "
               f"{val_blocks.numel()} val tokens, block {d.block_size}, global batch {global_batch}")
+    vocab = None
+    teacher_blocks = None if streaming else blocks  # the teacher labels the original ids
+    if d.vocab_size:
+        from ..models.cocomix.vocab import ReducedVocab
+
+        vocab = ReducedVocab.from_blocks(blocks, d.vocab_size, keep=(tok.eos_token_id, tok.bos_token_id, tok.pad_token_id))
+        vocab_info = {"size": vocab.size, "train_coverage": round(vocab.coverage(blocks), 4),
+                      "val_coverage": round(vocab.coverage(val_blocks), 4)}
+        blocks, val_blocks = vocab.encode(blocks), vocab.encode(val_blocks)
+        acc.print(f"vocabulary: the {vocab.size - 1} most frequent training ids + 1 other id; they cover "
+                  f"{vocab_info['train_coverage']:.1%} of train and {vocab_info['val_coverage']:.1%} of val tokens")
 
     # 2. teacher labels (CoCoMix only)
     n_concepts = cfg.teacher.n_concepts  # the NTP baseline needs it too: it is sized to match CoCoMix
@@ -288,11 +321,11 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.teacher.labels == "cached":
             if streaming:
                 raise ProbelabError("cached labels need a fixed dataset; use teacher.labels=on_the_fly")
-            labels = cached_labels(cfg, labeler, n_concepts, blocks, acc)
+            labels = cached_labels(cfg, labeler, n_concepts, teacher_blocks, acc)
             labeler = None  # the teacher is not needed any more
 
     # 3. model, optimiser, schedule, resume
-    model = build_model(cfg, tok, n_concepts)
+    model = build_model(cfg, tok, n_concepts, vocab=vocab)
     n_params = sum(p.numel() for p in model.parameters())
     acc.print(f"model: {cfg.method.name}, {n_params / 1e6:.2f}M parameters "
               f"(hidden {model.config.hidden_size}, {model.config.num_hidden_layers} layers)")
@@ -318,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+        if vocab is not None:
+            vocab.save(out)  # the student's ids -> the tokenizer's (read with ReducedVocab.load(run folder))
     keep_rows = start_step if start.resume_from is not None else None
     metrics = MetricLog(out / "metrics.jsonl", keep_rows) if is_main else None
     evals = MetricLog(out / "evals.jsonl", keep_rows) if is_main else None
@@ -353,14 +388,15 @@ def main(argv: list[str] | None = None) -> dict:
             batch = stream.next_batch()
             span = t.micro_batch * world
             micro = [batch[a * span:(a + 1) * span][rank::world] for a in range(t.grad_accum)]
-            concepts = [labeler(m.to(acc.device)) if labeler is not None else None for m in micro]
+            concepts = [label_batch(labeler, m.to(acc.device), cfg.teacher.select) if labeler is not None else None
+                        for m in micro]
         else:
             idx = order.micro_batches(step, rank)
             micro = [blocks[i] for i in idx]
             if labels is not None:
                 concepts = [labels[i].long() for i in idx]
             elif labeler is not None:
-                concepts = [labeler(m.to(acc.device)) for m in micro]
+                concepts = [label_batch(labeler, teacher_blocks[i].to(acc.device), cfg.teacher.select) for i in idx]
             else:
                 concepts = [None] * len(micro)
         lr = current_lr(optimizer)
@@ -434,6 +470,9 @@ def main(argv: list[str] | None = None) -> dict:
         summary = {"recipe": "cocomix", "method": cfg.method.name, "mode": cfg.method.name, "steps": t.steps,
                    "seed": cfg.run.seed, "parameters": n_params, "tokens_seen": tokens_at(last),
                    "hidden_size": unwrapped.config.hidden_size,
+                   "vocab": vocab_info if vocab is not None else {"size": len(tok)},
+                   "embedding_parameters": int(unwrapped.get_input_embeddings().weight.numel()),
+                   "label_select": cfg.teacher.select if cfg.method.name == "cocomix" else None,
                    "compression": compression_stats(unwrapped, val_blocks, cfg.eval.batch_size),
                    "train_seconds": round(time.time() - t0, 1), "evals": read_jsonl(out / "evals.jsonl")}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -58,7 +58,7 @@ class OptimCfg:
     weight_decay: float = 0.0  # AdamW weight decay (0: probelab's choice; the official Control LLM code uses 1e-2, and so does method.preset=official unless set)
     betas: list = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas (both papers)
     grad_clip: float = 1.0  # max global grad norm (0 = off)
-    precision: str = "bf16"  # bf16 (autocast, fp32 master weights) | no (fp32)
+    precision: str = "auto"  # bf16 (autocast, fp32 master weights) | no (fp32) | auto (bf16 where it is native: a GPU, a CPU with AVX512-BF16/AMX; else fp32)
     checkpoint_every: int = 100  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # this run's older checkpoints are deleted (0 = keep all)
     log_every: int = 1  # steps between metric rows
@@ -140,7 +140,7 @@ class EvalCfg:
     mmlu_format: str = "cloze"  # cloze | letter (see probelab.evals.multiple_choice)
     mmlu_max_chars: int = 400  # skip long questions (CPU budget); report it
     wiki_mc_n: int = 100  # Wikipedia short-description multiple choice (cloze; chance 25%)
-    bf16: bool = True  # autocast the evals (same setting before and after)
+    bf16: Any = "auto"  # autocast the evals in bf16: true | false | auto (where bf16 is native: a GPU, a CPU with AVX512-BF16/AMX)
     batch_size: int = 16
 
 
@@ -172,6 +172,7 @@ class CorpusCfg:
     train_tokens: int = 102400  # tokens in the (fixed, labelled) training set; epochs repeat it
     val_tokens: int = 16384  # held-out tokens for validation perplexity (from held-out articles)
     val_texts: int = 500  # articles held out for validation (wiki: the default SAE's held-out 500)
+    vocab_size: int = 0  # 0: the tokenizer's vocabulary; N: the N-1 most frequent training ids + one "other" id, for both students (the teacher labels the original ids)
     split_seed: int = 0  # which articles are held out / streamed first (fixed across seeds, so runs with other seeds reuse the cached teacher labels)
 
 
@@ -181,9 +182,10 @@ class TeacherCfg:
     sae: str = "default"  # probelab.sae.load_sae source: default | folder | release:sae_id
     variant: str = "official"  # attribution variant (official: post-activation x grad of sequence loss)
     k_attr: int = 4  # labels per token (paper: 4)
+    select: str = "attribution"  # which latents become labels: attribution (top k_attr by score, the paper) | activation (top k_attr by SAE activation, the paper's Fig. 6a ablation)
     labels: str = "cached"  # cached (computed once, reused across runs) | on_the_fly
     label_batch_size: int = 8  # teacher batch when labelling
-    autocast_bf16: bool = True  # teacher in bf16 autocast while labelling (~1.5x faster on a CPU)
+    autocast_bf16: Any = "auto"  # teacher in bf16 autocast while labelling: true | false | auto (where bf16 is native)
     cache_dir: Any = None  # label cache folder (null: <probelab cache>/cocomix_labels/<hash>)
     n_concepts: Any = None  # C (the SAE width); null: read from the SAE. Setting it lets the NTP baseline be sized without loading the SAE
 
@@ -208,7 +210,7 @@ class CoCoMixOptimCfg(OptimCfg):
     lr: float = 1.5e-3  # peak (paper: 6e-4 at 69M; small CPU models take more)
     warmup: int = 20
     weight_decay: float = 0.1  # paper; not applied to biases, norms, pre_bias
-    precision: str = "bf16"
+    precision: str = "auto"
 
 
 @dataclass
@@ -392,6 +394,12 @@ def _finite(section: str, obj, key: str, low: float, high: float = math.inf, low
         raise ConfigError(f"{name} must be in {left}{low:g}, {high:g}{right}, got {v!r}")
 
 
+def _check_bf16_flag(key: str, value) -> None:
+    ok = isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in
+                                     {"auto", "true", "false", "yes", "no", "1", "0"})
+    _check(ok, f"{key} must be true, false or auto, got {value!r}")
+
+
 def validate_run(run: RunCfg) -> None:
     _check(run.resume in {"auto", "never", "must"}, f"run.resume must be auto, never or must, got {run.resume!r}")
     _check(0 <= run.seed < 2 ** 63, f"run.seed must be in [0, 2^63), got {run.seed}")
@@ -415,7 +423,7 @@ def validate_optim(t: OptimCfg, min_steps: int = 0) -> None:
     _check(len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
                                    and 0.0 <= b < 1.0 for b in betas),
            f"train.betas must be two numbers in [0, 1), got {betas!r}")
-    _check(t.precision in {"bf16", "no"}, f"train.precision must be bf16 or no, got {t.precision!r}")
+    _check(t.precision in {"auto", "bf16", "no"}, f"train.precision must be auto, bf16 or no, got {t.precision!r}")
 
 
 def validate(cfg) -> None:
@@ -458,6 +466,7 @@ def validate(cfg) -> None:
     for key in ("every", "skill_n", "max_new_tokens", "wiki_n", "wiki_max_len", "mmlu_n", "mmlu_max_chars", "wiki_mc_n"):
         _check(getattr(e, key) >= 0, f"eval.{key} must be >= 0, got {getattr(e, key)}")
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
+    _check_bf16_flag("eval.bf16", e.bf16)
 
 
 def _validate_cocomix(cfg: CoCoMixTrainConfig) -> None:
@@ -468,6 +477,11 @@ def _validate_cocomix(cfg: CoCoMixTrainConfig) -> None:
         _check(getattr(d, key) >= 1, f"data.{key} must be >= 1, got {getattr(d, key)}")
     _check(d.split_seed >= 0, f"data.split_seed must be >= 0, got {d.split_seed}")
     _check(t.labels in {"cached", "on_the_fly"}, f"teacher.labels must be cached or on_the_fly, got {t.labels!r}")
+    _check(t.select in {"attribution", "activation"},
+           f"teacher.select must be attribution or activation, got {t.select!r}")
+    _check_bf16_flag("teacher.autocast_bf16", t.autocast_bf16)
+    _check(d.vocab_size == 0 or d.vocab_size >= 2, f"data.vocab_size must be 0 (the tokenizer's) or >= 2, got {d.vocab_size}")
+    _check(d.vocab_size == 0 or d.source == "wiki", "data.vocab_size needs a fixed corpus (data.source=wiki)")
     for key in ("k_attr", "label_batch_size"):
         _check(getattr(t, key) >= 1, f"teacher.{key} must be >= 1, got {getattr(t, key)}")
     _check(t.n_concepts is None or (isinstance(t.n_concepts, (int, float)) and not isinstance(t.n_concepts, bool)

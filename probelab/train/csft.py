@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method.name in {"control", "hybrid"})
     # cpu=True without CUDA makes processes started by torchrun (accelerate launch --multi_gpu)
     # form a gloo process group on CPU.
-    acc = Accelerator(mixed_precision=cfg.train.precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
+    from .run import resolve_precision
+
+    precision = resolve_precision(cfg.train.precision)  # auto: bf16 where it is native, else fp32
+    acc = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
     is_main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     distributed = acc.distributed_type.value not in {"NO"}
     if cfg.train.loss_chunk:
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     # config and a Control LLM takes its setting over.
     from ..models.attention import choose_attention, switch_attention
 
-    compute = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+    compute = torch.bfloat16 if precision == "bf16" else torch.float32
     attention = choose_attention(cfg.train.attention, base, acc.device, cfg.train.micro_batch, cfg.data.max_len,
                                  compute, extra_layers=cfg.method.num_expanded)
     if attention:

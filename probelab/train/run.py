@@ -180,6 +180,23 @@ def _same_run_restarting(out: Path, cfg) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- process setup
+def resolve_precision(value: str) -> str:
+    """``train.precision`` for Accelerate: ``auto`` → ``bf16`` where bf16 is native (a GPU that supports
+    it, a CPU with AVX512-BF16/AMX), else ``no`` (fp32). An explicit ``bf16`` on a CPU without native bf16
+    is kept, with a one-line note: there it is emulated and runs many times slower than fp32."""
+    import torch
+
+    from ..models.devices import native_bf16
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "auto":
+        return "bf16" if native_bf16(device) else "no"
+    if value == "bf16" and not native_bf16(device):
+        print(f"note: train.precision=bf16 on a {device} without native bf16 (no AVX512-BF16/AMX): it is emulated "
+              "and much slower than fp32 here; train.precision=auto picks fp32", file=sys.stderr, flush=True)
+    return value
+
+
 def set_threads(world: int) -> None:
     """CPU threads per process: ``$PROBELAB_THREADS``, else 2 shared by the processes on this machine."""
     import torch

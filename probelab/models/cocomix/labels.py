@@ -9,8 +9,11 @@ resumed runs) reads them back. The alternative, labelling each batch on the fly 
 on_the_fly`` in the training config), is what the paper does on GPUs with an unbounded data stream.
 
 Cache layout: ``<folder>/meta.json`` (what produced the labels, a hash of the tokens) and
-``shard-00000.safetensors``... each holding ``labels [n, T, k_attr]`` (int32) for consecutive blocks.
-Shards are written atomically, so an interrupted run resumes at the first missing shard.
+``shard-00000.safetensors``... each holding ``labels [n, T, k_attr]`` (int32, the top latents by
+attribution) for consecutive blocks and, when the labeler offers ``label_sets`` (a
+:class:`~probelab.sae.ConceptLabeler` does), ``activation`` (the top latents by SAE activation, from
+the same teacher pass: the paper's Fig. 6a ablation costs no second pass). Shards are written
+atomically, so an interrupted run resumes at the first missing shard.
 """
 from __future__ import annotations
 
@@ -32,10 +35,17 @@ def tokens_digest(blocks: torch.Tensor) -> str:
     return hashlib.sha256(blocks.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+SHARD_KEYS = {"attribution": "labels", "activation": "activation"}  # label selection -> tensor name in a shard
+
+
 def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], blocks: torch.Tensor,
                  folder: str | Path, provenance: dict, shard_size: int = 64, batch_size: int = 8,
-                 device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
+                 device: str | torch.device | None = None, progress: bool = True,
+                 select: str = "attribution") -> torch.Tensor:
     """Labels ``[N, T, k_attr]`` for ``blocks [N, T]``, computed with ``labeler`` or read from ``folder``.
+
+    ``select``: ``attribution`` (the labeler's own output) or ``activation`` (needs a labeler with
+    ``label_sets``, or a cache whose shards hold that set).
 
     ``provenance`` (teacher, SAE, variant, k_attr...) is stored beside the labels; a cache whose
     provenance or token hash differs is refused rather than silently reused. ``device``: where the
@@ -54,21 +64,33 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
                                 "delete it or choose another folder")
     else:
         atomic_write_text(meta_file, json.dumps(meta, indent=1))
+    if select not in SHARD_KEYS:
+        raise ProbelabError(f"unknown label selection {select!r}; choose one of {', '.join(SHARD_KEYS)}")
+    key = SHARD_KEYS[select]
     shards = []
     starts = range(0, blocks.shape[0], shard_size)
     for n, start in enumerate(tqdm(starts, desc="teacher labels", unit="shard", disable=not progress)):
         path = folder / f"shard-{n:05d}.safetensors"
         if path.is_file():
-            shards.append(load_file(str(path))["labels"])
+            stored = load_file(str(path))
+            if key not in stored:
+                raise ProbelabError(f"label cache {folder} holds no {select} labels (made by a labeler without "
+                                    "label_sets); delete it to relabel")
+            shards.append(stored[key])
             continue
         part = blocks[start:start + shard_size]
-        outs = []
+        outs: dict[str, list[torch.Tensor]] = {}
         for i in range(0, part.shape[0], batch_size):
             ids = part[i:i + batch_size] if device is None else part[i:i + batch_size].to(device)
-            outs.append(labeler(ids, torch.ones_like(ids)).to(torch.int32).cpu())
-        labels = torch.cat(outs)
+            mask = torch.ones_like(ids)
+            sets = labeler.label_sets(ids, mask) if hasattr(labeler, "label_sets") else {"attribution": labeler(ids, mask)}
+            for name, labels in sets.items():
+                outs.setdefault(SHARD_KEYS[name], []).append(labels.to(torch.int32).cpu())
+        if key not in outs:
+            raise ProbelabError(f"this labeler gives no {select} labels (it has no label_sets)")
+        tensors = {name: torch.cat(parts).contiguous() for name, parts in outs.items()}
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"labels": labels.contiguous()}, str(tmp))
+        save_file(tensors, str(tmp))
         tmp.replace(path)
-        shards.append(labels)
+        shards.append(tensors[key])
     return torch.cat(shards)
