@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -87,22 +86,6 @@ def collect(root: Path, methods: list[str]) -> tuple[list[dict], dict]:
                          "val_ppl": evals[-1]["val_ppl"], "train_seconds": s["train_seconds"]})
             curves[f"{method} seed {s['seed']}"] = evals
     return rows, curves
-
-
-def machine() -> str:
-    """``CPU model, N cores`` (or the GPU's name) of the machine the runs used."""
-    import os
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, {os.environ.get('PROBELAB_THREADS', '2')} threads per run"
 
 
 def mean_sd(values: list[float]) -> str:
@@ -177,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("error: no finished runs to tabulate", file=sys.stderr)
         return 1
+    from make_table import machine  # training/ is this script's folder
     from probelab.paths import atomic_write_text
     from probelab.train.curves import plot_curves
 

@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--out", default="training/results")
     ap.add_argument("--name", default="cpu-small", help="output file prefix")
     ap.add_argument("--config", help="the config the runs used (named in the text; default: training/configs/<name>.yaml)")
+    ap.add_argument("--command", help="the command that made the runs (default: a run_table.py line from the arguments)")
+    ap.add_argument("--duration-min", type=float, help="how long the runs took (minutes), for the header")
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
     bases = {}
@@ -115,7 +117,8 @@ def main() -> None:
     plot_curves(losses, ["ce_loss", "divergence_loss"], out / f"{args.name}-loss.html", "training loss per step")
     first = runs_of(root / "full")[:1] or runs_of(root / rows[0]["run"])[:1]
     cfg_file = first[0][1] / "config.json" if first else None
-    atomic_write_text(out / f"{args.name}.md", render(rows, root, args.name, cfg_file, args.config, sorted(bases, key=str)))
+    atomic_write_text(out / f"{args.name}.md", render(rows, root, args.name, cfg_file, args.config, sorted(bases, key=str),
+                                                      args.command, args.duration_min))
     print((out / f"{args.name}.md").read_text())
 
 
@@ -129,23 +132,46 @@ def fmt(v, pct=False, sd=None):
     return text
 
 
+def machine() -> str:
+    """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores, {os.environ.get('PROBELAB_THREADS', '2')} threads per run"
+
+
+PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf16 where native, else fp32)"}
+
+
 def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path | None = None,
-           config: str | None = None, seeds: list | None = None) -> str:
+           config: str | None = None, seeds: list | None = None, command: str | None = None,
+           duration_min: float | None = None) -> str:
     cfg = json.loads(cfg_file.read_text()) if cfg_file and cfg_file.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     seeds = [s for s in (seeds or []) if s is not None]
     several = len(seeds) > 1
-    command = (f"python training/run_table.py --config {config or name} --name {name} --root {root}"
-               + (f" --seeds {' '.join(map(str, seeds))}" if seeds else ""))
+    command = command or (f"python training/run_table.py --config {config or name} --name {name} --root {root}"
+                          + (f" --seeds {' '.join(map(str, seeds))}" if seeds else ""))
+    took = f", {duration_min:.0f} min" if duration_min else ""
+    precision = PRECISION.get(str(cfg.get("train", {}).get("precision", "?")), str(cfg.get("train", {}).get("precision")))
     lines = [
         "# Continual SFT on CPU: learning a new skill vs forgetting (SmolLM2-135M-Instruct)",
         "",
         f"Made by `{command}` (config `{config or f'training/configs/{name}.yaml'}`, code at {commit}, "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {platform.machine()} CPU, 2 threads).",
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {machine()}{took}).",
         "",
         f"New skill: 3-digit addition (`add3`), {cfg.get('train', {}).get('steps', '?')} optimizer steps x "
         f"{cfg.get('train', {}).get('micro_batch', '?')} examples for every method, same order, AdamW "
-        f"lr {cfg.get('train', {}).get('lr', '?')} (cosine), bf16 autocast. Evaluated on held-out problems "
+        f"lr {cfg.get('train', {}).get('lr', '?')} (cosine), {precision}. Evaluated on held-out problems "
         f"(exact answer, greedy). Retention: perplexity on {cfg.get('eval', {}).get('wiki_n', '?')} held-out "
         f"Wikipedia intros (first {cfg.get('eval', {}).get('wiki_max_len', '?')} tokens; lower is better), "
         f"Wikipedia short-description multiple choice (wiki-MC, {cfg.get('eval', {}).get('wiki_mc_n', '?')} items, "

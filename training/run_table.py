@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, cmd in [*jobs, (None, table)]:
             print(" ".join(cmd[1:]))
         return 0
-    failed = []
+    failed, t0 = [], time.time()
     with heavy_lock(args.lock):
         for folder, cmd in jobs:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 failed.append(str(folder))
                 print(f"   failed (exit {code}): see {log}", flush=True)
-    code = subprocess.call(table)
+    command = " ".join(["python", "training/run_table.py", *(argv if argv is not None else sys.argv[1:])])
+    code = subprocess.call([*table, "--command", command, "--duration-min", f"{(time.time() - t0) / 60:.1f}"])
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed or code else 0
