@@ -23,6 +23,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,7 +57,7 @@ class SAETrainConfig:
     aux_loss_coefficient: float = 1.0
     normalize_activations: str = "expected_average_only_in"
     n_batches_for_norm_estimate: int = 16
-    autocast_lm: bool = True        # bf16 LM forward (AVX512-BF16 CPUs); the SAE trains in fp32
+    autocast_lm: Any = "auto"       # bf16 LM forward: true | false | auto (where bf16 is native: a GPU, an AVX512-BF16/AMX CPU); the SAE trains in fp32
     seed: int = 0
     n_heldout: int = 500            # held-out articles (never trained on)
     n_eval_texts: int = 200         # held-out articles used for the quality numbers
@@ -64,6 +65,13 @@ class SAETrainConfig:
     dtype: str = "float32"          # the LM's weights (its forward runs under autocast_lm); the SAE is float32
     threads: int = 2
     extra: dict = field(default_factory=dict)  # any other LanguageModelSAERunnerConfig field
+
+    @property
+    def lm_autocast(self) -> bool:
+        """``autocast_lm`` resolved for :attr:`torch_device` (emulated bf16 is far slower than fp32)."""
+        from ..models.devices import use_bf16
+
+        return use_bf16(self.autocast_lm, self.torch_device)
 
     @property
     def torch_device(self) -> str:
@@ -91,7 +99,7 @@ class SAETrainConfig:
             lr=self.lr, lr_warm_up_steps=self.lr_warm_up_steps,
             lr_decay_steps=int(steps * self.lr_decay_fraction), dead_feature_window=self.dead_feature_window,
             feature_sampling_window=max(self.dead_feature_window, 200),
-            n_batches_for_norm_estimate=self.n_batches_for_norm_estimate, autocast_lm=self.autocast_lm,
+            n_batches_for_norm_estimate=self.n_batches_for_norm_estimate, autocast_lm=self.lm_autocast,
             device=self.torch_device, seed=self.seed, logger=LoggingConfig(log_to_wandb=False), output_path=output_path,
             checkpoint_path=None, n_checkpoints=0, **self.extra,
         ), LanguageModelSAERunnerConfig
@@ -127,7 +135,7 @@ def cache_activations(cfg: SAETrainConfig, model_folder: str, texts: list[str], 
         model_batch_size=cfg.store_batch_prompts, hook_name=cfg.hook_name, d_in=d_in,
         training_tokens=cfg.cache_tokens, context_size=cfg.context_size, seqpos_slice=(1, None),
         buffer_size_gb=(per_buffer + 1) * d_in * 4 / 1e9, new_cached_activations_path=str(out),
-        shuffle=True, seed=cfg.seed, dtype="float32", device=cfg.torch_device, autocast_lm=cfg.autocast_lm,
+        shuffle=True, seed=cfg.seed, dtype="float32", device=cfg.torch_device, autocast_lm=cfg.lm_autocast,
         streaming=False, prepend_bos=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
