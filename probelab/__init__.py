@@ -61,13 +61,14 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 # Modules whose import, when it is what brings probelab in, means the command line is starting.
-_CLI_MODULES = ("probelab.cli",)
+_CLI_MODULES = ("probelab.cli", "probelab.app.server")  # light entry points (the app server imports torch in a thread)
 
 
 def _cli_starting() -> bool:
     """True when this ``import probelab`` happens because the command line is starting.
 
-    The test is explicit: is ``probelab.cli`` the module being imported right now? That covers the
+    The test is explicit: is ``probelab.cli`` (or the app server, :mod:`probelab.app.server`, which imports
+    the heavy modules in a background thread) the module being imported right now? That covers the
     ``probelab`` console script (``from probelab.cli import main``), ``python -m probelab.cli`` and
     any ``from probelab.cli import ...``. The import system brings in the parent package first from
     ``importlib._bootstrap._find_and_load_unlocked(name=...)`` (``runpy._get_module_details(mod_name=...)``

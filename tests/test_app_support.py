@@ -50,7 +50,7 @@ def test_settings_precedence_query_over_env_and_tiny_models_get_the_tiny_sae(tmp
 def test_launch_command_is_headless_local_and_without_telemetry():
     argv = launch.streamlit_argv(launch.app_script(), "127.0.0.1", 8600)
     opts = dict(zip(argv[5::2], argv[6::2]))
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4].endswith("probelab/app/main.py")
+    assert argv[1:4] == ["-m", "probelab.app.server", "run"] and argv[4].endswith("probelab/app/main.py")
     assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
     assert opts["--server.address"] == "127.0.0.1" and opts["--server.port"] == "8600"
     assert launch.exposure_warning("127.0.0.1") is None and launch.exposure_warning("localhost") is None

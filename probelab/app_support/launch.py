@@ -1,4 +1,5 @@
-"""The ``streamlit run`` command behind ``probelab app``: local only by default, headless, no telemetry.
+"""The ``streamlit run`` command behind ``probelab app`` (through :mod:`probelab.app.server`, which starts
+the first page's imports and model load early): local only by default, headless, no telemetry.
 
 >>> argv = streamlit_argv(Path("probelab/app/main.py"), "127.0.0.1", 8501)
 >>> argv[argv.index("--browser.gatherUsageStats") + 1], argv[argv.index("--server.address") + 1]
@@ -63,7 +64,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def streamlit_argv(script: Path, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(script),
+    return [sys.executable, "-m", "probelab.app.server", "run", str(script),  # Streamlit's CLI + prewarm
             "--server.address", host, "--server.port", str(port),
             "--server.headless", "true",               # no browser auto-open, no e-mail prompt
             "--browser.gatherUsageStats", "false",     # no telemetry

@@ -61,8 +61,10 @@ def model_pair(spec: str):
     """``(model, tokenizer)`` of a model name or folder; one copy per server process."""
     from ..models import load_model
     from ..models.devices import env_device, env_dtype
+    from .prewarm import take
 
-    return load_model(spec.strip(), device=env_device(), dtype=env_dtype())  # probelab app --device/--dtype
+    warmed = take(spec, env_device(), env_dtype())  # loaded while the server started (probelab.app.server)
+    return warmed or load_model(spec.strip(), device=env_device(), dtype=env_dtype())  # probelab app --device/--dtype
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
