@@ -124,16 +124,16 @@ class SweepResult:
 
 # ---- the sweep -------------------------------------------------------------------------------------
 def _device(model):
-    import torch
+    """Where input ids go: the token embedding's device (the first shard of a ``device_map`` model)."""
+    from .models.devices import input_device
 
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model without parameters
-        return torch.device("cpu")
+    return input_device(model)
 
 
 def target_ids(tok, targets: Sequence[str]) -> dict[str, int]:
-    """``{target text: token id}``: each target's first token (write a leading space for a word, " Paris")."""
+    """``{target text: token id}``: each target must be one token (write a leading space for a word,
+    " Paris"); a text of several tokens is refused, as by ``probelab lens``, rather than read by its
+    first piece."""
     out = {}
     for t in targets:
         if not isinstance(t, str) or not t:
@@ -141,6 +141,10 @@ def target_ids(tok, targets: Sequence[str]) -> dict[str, int]:
         ids = tok(t, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ProbelabError(f"target {t!r} encodes to no token")
+        if len(ids) != 1:
+            pieces = [tok.decode([i]) for i in ids]
+            raise ProbelabError(f"target {t!r} is {len(ids)} tokens {pieces}; give a single token "
+                                "(often with a leading space, e.g. ' Paris')")
         out[t] = int(ids[0])
     return out
 

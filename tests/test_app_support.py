@@ -391,3 +391,24 @@ def test_probelab_app_cli_warns_for_a_public_host_and_refuses_a_taken_port(capsy
     assert e.value.code == 1
     assert "warning: binding to 0.0.0.0" in err and f"error: cannot listen on 0.0.0.0:{port}" in err
     assert "Traceback" not in err
+
+
+def test_background_run_with_a_reused_pid_is_not_running(tmp_path):
+    """A state file whose pid now belongs to a process that started after the run (pid reuse) reads as
+    finished/failed, not running."""
+    import json
+    import os
+    import time
+
+    from probelab.app_support import training
+    from probelab.paths import atomic_write_text
+
+    out = tmp_path / "runs" / "smoke"
+    # a live pid (this process) whose run started now: running
+    atomic_write_text(training.state_file(), json.dumps({"pid": os.getpid(), "out": str(out), "log": str(tmp_path / "l"),
+                                                         "started": time.time()}))
+    assert training.status().state == "running"
+    # pid 1 is alive, but it started long after this run "started" a year ago: its pid was reused
+    atomic_write_text(training.state_file(), json.dumps({"pid": 1, "out": str(out), "log": str(tmp_path / "l"),
+                                                         "started": time.time() - 3600 * 24 * 365}))
+    assert training.status().state == "failed"

@@ -179,3 +179,9 @@ def test_cli_sweep_json_rows_and_label(monkeypatch, capsys):
     assert code == 1 and "not finite" in err
     code, out, err = run_cli(base + ["--target", "e"], capsys)
     assert code == 1 and "add --sweep" in err
+    from probelab.models import load_model
+
+    _, tok = load_model("tiny-llama")
+    long = next(w for w in ("hello world", "a bc d", "xyzzy quux") if len(tok(w, add_special_tokens=False)["input_ids"]) > 1)
+    code, out, err = run_cli(base + ["--sweep", "0:80:2", "--target", long], capsys)
+    assert code == 1 and "give a single token" in err and "Traceback" not in err

@@ -26,7 +26,9 @@ def greedy(model, tok, prompt: str, max_new_tokens: int = 20) -> str:
     from .concepts import is_cocomix
 
     enc = tok(prompt, return_tensors="pt")
-    device = next(model.parameters()).device
+    from ..models.devices import input_device
+
+    device = input_device(model)  # the embedding's device (the first shard of a device_map model)
     enc = {k: v.to(device) for k, v in enc.items()}
     with torch.no_grad():
         if is_cocomix(model):

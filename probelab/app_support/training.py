@@ -86,7 +86,13 @@ class RunStatus:
         return None if self.out is None else self.out / "final"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: float | None = None) -> bool:
+    """Whether the run's process is still running: alive, not a zombie of ours, and (with ``started``)
+    not a later process that reuses the pid of the finished run."""
+    from ..paths import pid_owns
+
+    if started is not None and not pid_owns(pid, started):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -110,7 +116,7 @@ def status() -> RunStatus:
         return RunStatus("none")
     out, log = Path(st["out"]), Path(st["log"])
     tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
-    if _alive(int(st["pid"])):
+    if _alive(int(st["pid"]), st.get("started")):
         return RunStatus("running", out, tail)
     if (out / "final" / "config.json").is_file():
         return RunStatus("finished", out, tail)
