@@ -67,8 +67,11 @@ def build_at_init(target: AtInit):
     from ..models import load_model
     from ..models.control import ExpansionConfig, expand_model
     from ..models.devices import env_device, env_dtype
+    from .prewarm import take
 
-    model, tok = load_model(target.base, device=env_device(), dtype=env_dtype())
+    # the first page's target: the start model the server loaded while it started, when it is this one
+    model, tok = take(target.base, env_device(), env_dtype()) or load_model(target.base, device=env_device(),
+                                                                            dtype=env_dtype())
     control = expand_model(model, ExpansionConfig(num_expanded=int(target.num_expanded),
                                                   interpolation=target.interpolation, base_model=target.base))
     share_identical_branches(control)

@@ -3,8 +3,9 @@
 Streamlit runs a page script only when a browser session opens it, so on a cold start the first page
 waited for the heavy imports (torch, transformers: several seconds on a small CPU) and then for the
 start model's weights. :func:`start` begins both in a background thread of the server process (see
-:mod:`probelab.app.server`); :func:`take` hands the loaded model to the first page that asks for that
-model (``probelab.app_support.ui.model_pair``), waiting for the thread if it is still loading. A
+:mod:`probelab.app.server`); :func:`take` hands the loaded model, once, to the first code that asks
+for that model (the alignment page's at-init expansion, ``alignment.build_at_init``, or
+``ui.model_pair`` for the other pages), waiting for the thread if it is still loading. A
 failure in the thread is never raised here: the page then loads the model itself and reports the
 error in its usual way.
 
