@@ -109,10 +109,13 @@ def next_token_losses(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch
     valid = torch.zeros_like(mask)
     valid[:, :-1] = mask[:, :-1] & mask[:, 1:]
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    losses = torch.zeros(mask.shape, dtype=dtype, device=logits.device)
-    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).to(dtype), input_ids[:, 1:].reshape(-1),
-                         reduction="none").view(mask.shape[0], -1)
-    losses[:, :-1] = torch.where(valid[:, :-1], ce, torch.zeros_like(ce))
+    # targets aligned with the logits (the next id, -100 where there is none): the CE reads the logits
+    # in place, with no shifted [tokens, vocab] copy in the forward and no scatter of it in the backward
+    targets = torch.full_like(input_ids, IGNORE_LABEL)
+    targets[:, :-1] = input_ids[:, 1:]
+    targets = targets.masked_fill(~valid, IGNORE_LABEL)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(dtype), targets.reshape(-1),
+                             reduction="none", ignore_index=IGNORE_LABEL).view(mask.shape)
     return losses, valid
 
 
