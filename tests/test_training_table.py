@@ -86,3 +86,22 @@ def test_make_table_reads_the_single_run_layout(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (out / "t.md").read_text()
     assert "| Full fine-tune | 2.0M | 10 | 0.0% → **90.0%** | 16.00 → **20.00** (+25.0%) |" in md and "±" not in md
+
+
+def test_make_table_reports_differences_beyond_the_seed_spread(tmp_path):
+    from scipy.stats import ttest_ind
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    full_acc, lerp_acc = [0.90, 0.80, 0.85], [0.50, 0.52, 0.48]
+    for s in (0, 1, 2):
+        before = {"skill_acc": 0.0, "wiki_ppl": 16.0, "wiki_mc_acc": 0.6, "mmlu_acc": 0.25}
+        fake_run(runs / "base" / f"seed-{s}", s, before, None)
+        fake_run(runs / "full" / f"seed-{s}", s, before, {**before, "skill_acc": full_acc[s], "wiki_ppl": 18.0 + s / 10})
+        fake_run(runs / "lerp-mse" / f"seed-{s}", s, before, {**before, "skill_acc": lerp_acc[s], "wiki_ppl": 16.1})
+    proc = subprocess.run([sys.executable, "training/make_table.py", "--root", str(runs), "--out", str(out),
+                           "--name", "t", "--config", "cpu-long"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (out / "t.md").read_text()
+    p = ttest_ind(full_acc, lerp_acc, equal_var=False).pvalue
+    assert p < 0.05
+    assert f"| Full fine-tune | Control LLM Lerp6 + MSE | **+35.0 points (p {p:.2g})** |" in md

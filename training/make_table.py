@@ -118,7 +118,7 @@ def main() -> None:
     first = runs_of(root / "full")[:1] or runs_of(root / rows[0]["run"])[:1]
     cfg_file = first[0][1] / "config.json" if first else None
     atomic_write_text(out / f"{args.name}.md", render(rows, root, args.name, cfg_file, args.config, sorted(bases, key=str),
-                                                      args.command, args.duration_min))
+                                                      args.command, args.duration_min, seed_rows))
     print((out / f"{args.name}.md").read_text())
 
 
@@ -152,9 +152,54 @@ def machine() -> str:
 PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf16 where native, else fp32)"}
 
 
+SPREAD = [("skill_acc_after", "add3 acc", True), ("wiki_ppl_change_pct", "wiki ppl change", False)]
+
+
+PAIRS = [  # (a, b): is a's value different from b's beyond the seed spread?
+    ("full", "lerp-mse"), ("lerp", "lerp-mse"), ("dlerp", "lerp"), ("dlerp-mse", "lerp-mse"),
+    ("lerp-mse-official", "lerp-mse"), ("dlerp-official", "dlerp"), ("partial", "lerp-mse"),
+    ("stack", "lerp-mse"), ("hybrid", "lerp-mse"),
+]
+
+
+def spread_section(seed_rows: list[dict]) -> list[str]:
+    """Which differences between methods exceed the seed spread: for each pair of :data:`PAIRS` with
+    several seeds each, the difference of the means and Welch's t-test p-value over the per-seed
+    values (with 3 seeds a rough guide, not a verdict)."""
+    import math
+
+    from scipy.stats import ttest_ind
+
+    by: dict[str, list[dict]] = {}
+    for r in seed_rows:
+        by.setdefault(r["run"], []).append(r)
+    label = {r["run"]: r["method"] for r in seed_rows}
+    out = ["Differences between methods (a - b, means over the seeds; p: Welch's t-test on the per-seed "
+           "values, a rough guide with this few seeds; **bold** where p < 0.05):", "",
+           "| a | b | " + " | ".join(f"Δ {name}" for _, name, _ in SPREAD) + " |", "|---|---|" + "---|" * len(SPREAD)]
+    for x, y in PAIRS:
+        if len(by.get(x, [])) < 2 or len(by.get(y, [])) < 2:
+            continue
+        cells = []
+        for key, _, pct in SPREAD:
+            a = [r[key] for r in by[x] if r.get(key) is not None]
+            b = [r[key] for r in by[y] if r.get(key) is not None]
+            if len(a) < 2 or len(b) < 2:
+                cells.append("–")
+                continue
+            diff = statistics.fmean(a) - statistics.fmean(b)
+            p = float(ttest_ind(a, b, equal_var=False).pvalue)
+            text = f"{100 * diff:+.1f} points" if pct else f"{diff:+.2f} pp"
+            if math.isfinite(p):
+                text += f" (p {p:.2g})"
+            cells.append(f"**{text}**" if math.isfinite(p) and p < 0.05 else text)
+        out.append(f"| {label[x]} | {label[y]} | " + " | ".join(cells) + " |")
+    return out if len(out) > 4 else []
+
+
 def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path | None = None,
            config: str | None = None, seeds: list | None = None, command: str | None = None,
-           duration_min: float | None = None) -> str:
+           duration_min: float | None = None, seed_rows: list[dict] | None = None) -> str:
     cfg = json.loads(cfg_file.read_text()) if cfg_file and cfg_file.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     seeds = [s for s in (seeds or []) if s is not None]
@@ -194,6 +239,8 @@ def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path
             f"{fmt(r['wiki_ppl_before'], sd=sd('wiki_ppl_before'))} → **{fmt(r['wiki_ppl_after'], sd=sd('wiki_ppl_after'))}** ({change}) | "
             f"{fmt(r['wiki_mc_acc_before'], True, sd('wiki_mc_acc_before'))} → {fmt(r['wiki_mc_acc_after'], True, sd('wiki_mc_acc_after'))} | "
             f"{fmt(r['mmlu_acc_before'], True, sd('mmlu_acc_before'))} → {fmt(r['mmlu_acc_after'], True, sd('mmlu_acc_after'))} |")
+    if several and seed_rows:
+        lines += ["", *spread_section(seed_rows)]
     lines += ["", "Curves (evaluations at every `eval.every` steps, training loss per step): "
               f"`{name}-evals.html`, `{name}-loss.html`. Raw numbers: `{name}.csv` (means, `_sd` columns)"
               + (f", `{name}-seeds.csv` (one row per seed)" if several else "") + ".", ""]
