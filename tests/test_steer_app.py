@@ -45,12 +45,12 @@ def test_sweep_section_label_and_out_of_range():
     at.number_input(key="st_sw_start").set_value(0.0)
     at.number_input(key="st_sw_stop").set_value(60.0)
     at.number_input(key="st_sw_n").set_value(4)
-    at.text_input(key="st_sw_targets").set_value("e| a")
+    at.text_input(key="st_sw_targets").set_value("e|b")
     at.button(key="st_sw_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = at.dataframe[-1].value
     assert list(table["scale"]) == [0.0, 20.0, 40.0, 60.0]
-    assert {"activation", "p('e')", "p(' a')", "kl", "ppl", "continuation"} <= set(table.columns)
+    assert {"activation", "p('e')", "p('b')", "kl", "ppl", "continuation"} <= set(table.columns)
     assert table["kl"].iloc[0] == 0.0 and not table["changed"].iloc[0]
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "concept 3" in fig["layout"]["title"]["text"]
