@@ -31,11 +31,12 @@ def _run(future: Future, env: dict) -> None:
             pass
     try:
         from ..models import load_model
+        from ..models.devices import ENV_DEVICE, ENV_DTYPE
         from .settings import AppSettings
 
         spec = AppSettings.from_env(env).model
-        device = env.get("PROBELAB_DEVICE", "").strip() or "auto"
-        dtype = env.get("PROBELAB_DTYPE", "").strip() or "auto"
+        device = env.get(ENV_DEVICE, "").strip() or "auto"
+        dtype = env.get(ENV_DTYPE, "").strip() or "auto"
         future.set_result((spec, load_model(spec, device=device, dtype=dtype)))
     except BaseException as e:  # noqa: BLE001 - take() then returns None and the page loads the model itself
         future.set_exception(e)
@@ -77,11 +78,11 @@ def take(spec: str, device: str = "auto", dtype: str = "auto"):
         if _warm is not future:  # another page took it first
             return None
         _warm = None
-    from ..models.devices import model_dtype, resolve_device, resolve_dtype
+    from ..models.devices import input_device, model_dtype, resolve_device, resolve_dtype
 
     model, tok = pair
     try:
-        same = (next(model.parameters()).device.type == resolve_device(device).type
+        same = (input_device(model).type == resolve_device(device).type
                 and model_dtype(model) == resolve_dtype(dtype, device))
     except Exception:  # noqa: BLE001
         same = False

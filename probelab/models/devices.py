@@ -21,6 +21,7 @@ torch.float32
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -94,15 +95,16 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto",
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def _cpu_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def native_bf16(device: str | torch.device | None = None) -> bool:
