@@ -53,8 +53,11 @@ def test_table_names_the_sae_and_has_every_method(trained_sae, tmp_path):
     sets = [a for k, v in TOY.items() for a in ("--set", f"{k}={v}")]
     sets += ["--set", f"teacher.cache_dir={tmp_path / 'labels'}"]
     res = run(["--sae", str(sae), "--seeds", "0", "1", "--root", str(tmp_path / "runs"), "--name", "toy",
-               "--results", str(tmp_path / "results"), "--config", "cocomix_cpu_seeds", *sets], tmp_path)
+               "--results", str(tmp_path / "results"), "--config", "cocomix_cpu_seeds", "--jobs", "2", *sets], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    # --jobs 2: the first labelled run labels alone for one step, then resumes in the pool
+    first = (tmp_path / "runs" / "cocomix" / "seed-0.log.txt").read_text()
+    assert "run.stop_after=1" in first and "resumed from" in first
     md = (tmp_path / "results" / "toy.md").read_text()
     import hashlib
 
@@ -67,3 +70,26 @@ def test_table_names_the_sae_and_has_every_method(trained_sae, tmp_path):
     assert len(rows) == 1 + 6
     # one teacher pass for both selections: the label cache was written once
     assert len(list((tmp_path / "labels").glob("shard-*.safetensors"))) >= 1
+
+
+def test_jobs_run_in_parallel_after_the_label_pass(tmp_path):
+    """The labelled run goes first and alone; a failed run is named; the pool splits the threads."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import cocomix_table
+
+    def job(method, seed, code="import os; print(os.environ.get('PROBELAB_THREADS'))"):
+        return method, seed, tmp_path / method / f"seed-{seed}", [sys.executable, "-c", code]
+
+    jobs = [job("cocomix", 0), job("cocomix", 1), job("ntp", 0), job("ntp", 1, "import sys; sys.exit(3)")]
+    failed = cocomix_table.run_jobs(jobs, 2)
+    assert failed == [str(tmp_path / "ntp" / "seed-1")]
+    threads = str(max(1, (__import__("os").cpu_count() or 1) // 2))
+    assert (tmp_path / "cocomix" / "seed-0.log.txt").read_text().split() == ["None", threads]  # alone, then pooled
+    assert (tmp_path / "ntp" / "seed-0.log.txt").read_text().split() == [threads]
+    # when the label pass fails, the other labelled runs are not started (they would each label again)
+    # and the NTP runs still are
+    jobs = [job("cocomix", 0, "import sys; sys.exit(2)"), job("cocomix", 1), job("ntp", 0)]
+    failed = cocomix_table.run_jobs([(m, s, tmp_path / "b" / m / f"seed-{s}", c) for m, s, _, c in jobs], 2)
+    assert failed == [str(tmp_path / "b" / "cocomix" / "seed-0"), str(tmp_path / "b" / "cocomix" / "seed-1")]
+    assert not (tmp_path / "b" / "cocomix" / "seed-1.log.txt").exists()
+    assert (tmp_path / "b" / "ntp" / "seed-0.log.txt").read_text().split() == [threads]

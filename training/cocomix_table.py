@@ -70,6 +70,54 @@ def commands(config: str, root: Path, sae: Path, methods: list[str], seeds: list
     return out
 
 
+def run_one(folder: Path, cmd: list[str], threads: int | None) -> int:
+    """One training run, its output in ``ROOT/METHOD/seed-S.log.txt``; its exit code."""
+    import os
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    print(f"== {folder}: {time.strftime('%H:%M:%S', time.gmtime())}", flush=True)
+    env = dict(os.environ, **({"PROBELAB_THREADS": str(threads)} if threads else {}))
+    with open(folder.parent / f"{folder.name}.log.txt", "a") as fh:
+        return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def run_jobs(jobs: list, n_jobs: int) -> list[str]:
+    """Run every job, ``n_jobs`` at a time with the CPU threads split between them; the failed folders.
+
+    With ``n_jobs > 1`` the first labelled run goes alone first, with every thread, for one step
+    (``run.stop_after=1``): that builds the label cache the other labelled runs read, so no two
+    processes label the corpus at once. It then resumes in the pool like any interrupted run.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    failed = []
+
+    def done(folder, code):
+        if code:
+            failed.append(str(folder))
+            print(f"   failed (exit {code}): see {folder.parent / (folder.name + '.log.txt')}", flush=True)
+
+    if n_jobs <= 1:
+        for _, _, folder, cmd in jobs:
+            done(folder, run_one(folder, cmd, None))
+        return failed
+    labelled = [j for j in jobs if j[0] != "ntp"]
+    if labelled and not (labelled[0][2] / "summary.json").is_file():
+        _, _, folder, cmd = labelled[0]
+        code = run_one(folder, [*cmd, "--set", "run.stop_after=1"], None)
+        if code:  # no labels: the other labelled runs would each label again; run the NTP ones only
+            done(folder, code)
+            failed += [str(f) for _, _, f, _ in labelled[1:]]
+            jobs = [j for j in jobs if j[0] == "ntp"]
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    with ThreadPoolExecutor(n_jobs) as pool:
+        futures = [(folder, pool.submit(run_one, folder, cmd, threads)) for _, _, folder, cmd in jobs]
+        for folder, fut in futures:
+            done(folder, fut.result())
+    return failed
+
+
 def collect(root: Path, methods: list[str]) -> tuple[list[dict], dict]:
     """One row per finished run, and the validation curves ``{method seed S: [eval rows]}``."""
     rows, curves = [], {}
@@ -136,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--results", default="training/results")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, the CPU threads split between them (the label pass goes first, alone)")
     ap.add_argument("--dry-run", action="store_true", help="check the SAE, print the commands, run nothing")
     args = ap.parse_args(argv)
     sae = sae_identity(args.sae.expanduser().resolve())
@@ -146,16 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         for *_, cmd in jobs:
             print(" ".join(cmd[1:]))
         return 0
-    t0, failed = time.time(), []
-    for method, seed, folder, cmd in jobs:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        print(f"== {folder}: {time.strftime('%H:%M:%S', time.gmtime())}", flush=True)
-        log = folder.parent / f"{folder.name}.log.txt"
-        with open(log, "w") as fh:
-            code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
-        if code:
-            failed.append(str(folder))
-            print(f"   failed (exit {code}): see {log}", flush=True)
+    t0 = time.time()
+    failed = run_jobs(jobs, args.jobs)
     rows, curves = collect(root, args.methods)
     if not rows:
         print("error: no finished runs to tabulate", file=sys.stderr)
