@@ -77,3 +77,18 @@ def test_eval_suite_runs_fp32_where_bf16_is_emulated(cpu_flags, monkeypatch):
     cpu_flags({"avx512_bf16"})
     suite_mod.EvalSuite([], ["a text"], [], [], cfg).run(tiny_llama(), None)
     assert seen == [False, True] and torch.get_default_dtype() == torch.float32
+
+
+def test_config_and_use_bf16_read_the_same_words(cpu_flags):
+    """One list of spellings: what a config accepts, use_bf16 understands the same way."""
+    from probelab.flags import BF16_WORDS, bf16_flag
+    from probelab.train.config import _check_bf16_flag
+
+    cpu_flags({"avx2"})
+    for word, meaning in BF16_WORDS.items():
+        if word:
+            _check_bf16_flag("eval.bf16", word.upper())
+        assert devices.use_bf16(word, "cpu") is (False if meaning is None else meaning)
+        assert bf16_flag(f" {word.upper()} ") is meaning
+    with pytest.raises(ProbelabError):
+        _check_bf16_flag("eval.bf16", "sometimes")

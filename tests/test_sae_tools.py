@@ -108,6 +108,9 @@ def test_tiny_training_run_writes_a_loadable_sae(tmp_path):
     meta = read_meta(tmp_path / "sae")
     assert meta["resid_index"] == 2 and 0 <= meta["heldout_quality"]["dead_fraction"] <= 1
     assert meta["heldout_quality"]["l0"] <= 4
+    from probelab.models.devices import use_bf16
+
+    assert meta["config"]["autocast_lm"] == "auto" and meta["lm_bf16"] is use_bf16("auto", "cpu")  # resolved here
     assert load_sae(tmp_path / "sae").cfg.normalize_activations == "none"  # scaling folded into the weights
 
 

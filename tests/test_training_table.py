@@ -105,3 +105,18 @@ def test_make_table_reports_differences_beyond_the_seed_spread(tmp_path):
     p = ttest_ind(full_acc, lerp_acc, equal_var=False).pvalue
     assert p < 0.05
     assert f"| Full fine-tune | Control LLM Lerp6 + MSE | **+35.0 points (p {p:.2g})** |" in md
+
+
+def test_results_headers_name_the_machine_and_commit(tmp_path, monkeypatch):
+    import os
+    import re
+
+    from probelab.models.devices import cpu_model
+    from probelab.train.provenance import git_commit, machine
+
+    if not __import__("torch").cuda.is_available():
+        monkeypatch.setenv("PROBELAB_THREADS", "1")
+        assert machine() == f"{cpu_model()}, {os.cpu_count()} cores, 1 threads per run"
+    assert re.fullmatch(r"[0-9a-f]{4,40}", git_commit())  # this checkout
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    assert git_commit() == "unknown"

@@ -202,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("error: no finished runs to tabulate", file=sys.stderr)
         return 1
-    from make_table import machine  # training/ is this script's folder
     from probelab.paths import atomic_write_text
     from probelab.train.curves import plot_curves
+    from probelab.train.provenance import git_commit, machine
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     header = {"command": " ".join(["python", "training/cocomix_table.py", *(argv if argv is not None else sys.argv[1:])]),
-              "config": args.config, "commit": commit or "unknown", "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "config": args.config, "commit": commit, "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "machine": machine(),
               "duration_min": (time.time() - t0) / 60}
     out = Path(args.results)

@@ -13,13 +13,12 @@ import argparse
 import csv
 import io
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 from probelab.paths import atomic_write_text
+from probelab.train.provenance import git_commit, machine
 from probelab.train.curves import plot_curves, read_jsonl
 
 LABELS = {  # run folder -> row label, in table order
@@ -132,23 +131,6 @@ def fmt(v, pct=False, sd=None):
     return text
 
 
-def machine() -> str:
-    """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header."""
-    import os
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, {os.environ.get('PROBELAB_THREADS', '2')} threads per run"
-
-
 PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf16 where native, else fp32)"}
 
 
@@ -201,7 +183,7 @@ def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path
            config: str | None = None, seeds: list | None = None, command: str | None = None,
            duration_min: float | None = None, seed_rows: list[dict] | None = None) -> str:
     cfg = json.loads(cfg_file.read_text()) if cfg_file and cfg_file.is_file() else {}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     seeds = [s for s in (seeds or []) if s is not None]
     several = len(seeds) > 1
     command = command or (f"python training/run_table.py --config {config or name} --name {name} --root {root}"

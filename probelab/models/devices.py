@@ -95,16 +95,28 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto",
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field : value`` of Linux's /proc/cpuinfo (None elsewhere)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``AMD EPYC``, ...), or what :mod:`platform` knows."""
+    import platform
+
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16(device: str | torch.device | None = None) -> bool:
@@ -125,16 +137,10 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
 
 def use_bf16(setting, device: str | torch.device | None = None) -> bool:
     """A bf16 switch of a config: ``True``/``False`` as given, ``"auto"`` = :func:`native_bf16`."""
-    if isinstance(setting, str):
-        name = setting.strip().lower()
-        if name == "auto":
-            return native_bf16(device)
-        if name in ("true", "yes", "1", "bf16"):
-            return True
-        if name in ("false", "no", "0", ""):
-            return False
-        raise ProbelabError(f"a bf16 setting must be true, false or auto, got {setting!r}")
-    return bool(setting)
+    from ..flags import bf16_flag
+
+    flag = bf16_flag(setting)
+    return native_bf16(device) if flag is None else flag
 
 
 ENV_DEVICE, ENV_DTYPE = "PROBELAB_DEVICE", "PROBELAB_DTYPE"

@@ -205,7 +205,8 @@ def train_sae(config: SAETrainConfig | None = None, out: str | Path | None = Non
                     "hook_name": cfg.hook_name, "tl_hook_name": tl_hook_name(cfg.layer),
                     "train_seconds": round(train_seconds, 1),
                     "cache_seconds": round(cache_seconds, 1), "heldout_quality": quality.as_dict(),
-                    "config": asdict(cfg), "torch_threads": torch.get_num_threads()}
+                    "config": asdict(cfg), "lm_bf16": cfg.lm_autocast,  # autocast_lm resolved on this machine
+                    "torch_threads": torch.get_num_threads()}
             (tmp / PROBELAB_FILE).write_text(json.dumps(meta, indent=1))
         if cfg.keep_activations and activations is None:
             keep = out.parent / f".{out.name}.activations"

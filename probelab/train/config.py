@@ -395,8 +395,9 @@ def _finite(section: str, obj, key: str, low: float, high: float = math.inf, low
 
 
 def _check_bf16_flag(key: str, value) -> None:
-    ok = isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in
-                                     {"auto", "true", "false", "yes", "no", "1", "0"})
+    from ..flags import BF16_WORDS
+
+    ok = isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in BF16_WORDS.keys() - {""})
     _check(ok, f"{key} must be true, false or auto, got {value!r}")
 
 

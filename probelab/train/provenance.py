@@ -1,0 +1,25 @@
+"""What a results header names: the machine and the commit that made it."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+
+def machine() -> str:
+    """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header."""
+    import torch
+
+    from ..models.devices import cpu_model
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {os.environ.get('PROBELAB_THREADS', '2')} threads per run"
+
+
+def git_commit() -> str:
+    """The short hash of the checkout's HEAD, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
