@@ -97,6 +97,7 @@ def main() -> None:
     from probelab.analysis import compare, run_alignment
     from probelab.errors import ProbelabError
     from probelab.paths import atomic_write_text
+    from probelab.train.seed_stats import differences_table
 
     runs = Path(args.runs)
     finals = find_finals(runs)
@@ -150,6 +151,16 @@ def main() -> None:
         cells = [mean_sd([r[c] for r in rs if isinstance(r.get(c), float)]) for c in cols]
         note = next((r["note"] for r in rs if r.get("note")), "-")
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + f" | {note} |")
+    values: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        for key in ("vs base", "branches"):
+            if isinstance(r.get(key), float) and r.get("seed") is not None:
+                values.setdefault(r["tag"], {}).setdefault(key, []).append(r[key])
+    fmt = lambda d: f"{d:+.4f}"  # noqa: E731
+    diffs = differences_table(values, [("vs base", "vs base", fmt), ("branches", "branches", fmt)],
+                              {r["tag"]: r["checkpoint"] for r in rows})
+    if diffs:
+        lines += ["", *diffs]
     table = "\n".join(lines)
     print(table)
     spread = f" (mean ± sd over seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""

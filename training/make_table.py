@@ -137,46 +137,18 @@ PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf1
 SPREAD = [("skill_acc_after", "add3 acc", True), ("wiki_ppl_change_pct", "wiki ppl change", False)]
 
 
-PAIRS = [  # (a, b): is a's value different from b's beyond the seed spread?
-    ("full", "lerp-mse"), ("lerp", "lerp-mse"), ("dlerp", "lerp"), ("dlerp-mse", "lerp-mse"),
-    ("lerp-mse-official", "lerp-mse"), ("dlerp-official", "dlerp"), ("partial", "lerp-mse"),
-    ("stack", "lerp-mse"), ("hybrid", "lerp-mse"),
-]
-
-
 def spread_section(seed_rows: list[dict]) -> list[str]:
-    """Which differences between methods exceed the seed spread: for each pair of :data:`PAIRS` with
-    several seeds each, the difference of the means and Welch's t-test p-value over the per-seed
-    values (with 3 seeds a rough guide, not a verdict)."""
-    import math
+    """Which differences between methods exceed the seed spread (:mod:`probelab.train.seed_stats`)."""
+    from probelab.train.seed_stats import differences_table
 
-    from scipy.stats import ttest_ind
-
-    by: dict[str, list[dict]] = {}
+    values: dict[str, dict[str, list[float]]] = {}
     for r in seed_rows:
-        by.setdefault(r["run"], []).append(r)
-    label = {r["run"]: r["method"] for r in seed_rows}
-    out = ["Differences between methods (a - b, means over the seeds; p: Welch's t-test on the per-seed "
-           "values, a rough guide with this few seeds; **bold** where p < 0.05):", "",
-           "| a | b | " + " | ".join(f"Δ {name}" for _, name, _ in SPREAD) + " |", "|---|---|" + "---|" * len(SPREAD)]
-    for x, y in PAIRS:
-        if len(by.get(x, [])) < 2 or len(by.get(y, [])) < 2:
-            continue
-        cells = []
-        for key, _, pct in SPREAD:
-            a = [r[key] for r in by[x] if r.get(key) is not None]
-            b = [r[key] for r in by[y] if r.get(key) is not None]
-            if len(a) < 2 or len(b) < 2:
-                cells.append("–")
-                continue
-            diff = statistics.fmean(a) - statistics.fmean(b)
-            p = float(ttest_ind(a, b, equal_var=False).pvalue)
-            text = f"{100 * diff:+.1f} points" if pct else f"{diff:+.2f} pp"
-            if math.isfinite(p):
-                text += f" (p {p:.2g})"
-            cells.append(f"**{text}**" if math.isfinite(p) and p < 0.05 else text)
-        out.append(f"| {label[x]} | {label[y]} | " + " | ".join(cells) + " |")
-    return out if len(out) > 4 else []
+        for key, _, _ in SPREAD:
+            if r.get(key) is not None:
+                values.setdefault(r["run"], {}).setdefault(key, []).append(r[key])
+    columns = [(key, name, (lambda d: f"{100 * d:+.1f} points") if pct else (lambda d: f"{d:+.2f} pp"))
+               for key, name, pct in SPREAD]
+    return differences_table(values, columns, {r["run"]: r["method"] for r in seed_rows})
 
 
 def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path | None = None,
