@@ -99,3 +99,19 @@ def test_label_cache_reuses_and_refuses(tmp_path):
         label_blocks(labeler, blocks, tmp_path, {"teacher": "other"}, progress=False)
     with pytest.raises(ProbelabError, match="other tokens or another teacher"):
         label_blocks(labeler, blocks + 1, tmp_path, {"teacher": "t"}, progress=False)
+
+
+def test_label_cache_refuses_a_missing_selection_before_any_work(tmp_path):
+    calls = []
+
+    def labeler(ids, mask):  # attribution only: no label_sets
+        calls.append(ids.shape[0])
+        return ids[..., None] % 7
+
+    blocks = torch.randint(0, 100, (8, 5), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ProbelabError, match="gives no activation labels"):
+        label_blocks(labeler, blocks, tmp_path / "a", {"teacher": "t"}, shard_size=4, progress=False, select="activation")
+    assert calls == []  # refused up front, not after labelling a shard
+    label_blocks(labeler, blocks, tmp_path / "b", {"teacher": "t"}, shard_size=4, progress=False)
+    with pytest.raises(ProbelabError, match="holds no activation labels"):  # a complete cache without that set
+        label_blocks(labeler, blocks, tmp_path / "b", {"teacher": "t"}, shard_size=4, progress=False, select="activation")

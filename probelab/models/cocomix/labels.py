@@ -69,6 +69,9 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     key = SHARD_KEYS[select]
     shards = []
     starts = range(0, blocks.shape[0], shard_size)
+    missing = any(not (folder / f"shard-{n:05d}.safetensors").is_file() for n in range(len(starts)))
+    if missing and select != "attribution" and not hasattr(labeler, "label_sets"):
+        raise ProbelabError(f"this labeler gives no {select} labels (it has no label_sets)")  # before any work
     for n, start in enumerate(tqdm(starts, desc="teacher labels", unit="shard", disable=not progress)):
         path = folder / f"shard-{n:05d}.safetensors"
         if path.is_file():
@@ -86,8 +89,8 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
             sets = labeler.label_sets(ids, mask) if hasattr(labeler, "label_sets") else {"attribution": labeler(ids, mask)}
             for name, labels in sets.items():
                 outs.setdefault(SHARD_KEYS[name], []).append(labels.to(torch.int32).cpu())
-        if key not in outs:
-            raise ProbelabError(f"this labeler gives no {select} labels (it has no label_sets)")
+        if key not in outs:  # a label_sets without this selection
+            raise ProbelabError(f"this labeler gives no {select} labels")
         tensors = {name: torch.cat(parts).contiguous() for name, parts in outs.items()}
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp))
