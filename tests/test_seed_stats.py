@@ -25,3 +25,15 @@ def test_differences_table_keeps_pairs_with_seeds_on_both_sides():
     assert lines[0] == NOTE and lines[2] == "| a | b | Δ score |"
     assert len(lines) == 5 and lines[4].startswith("| Lerp | Lerp+MSE | **+0.55 (p ")  # dlerp vs lerp: one seed, left out
     assert differences_table({"lerp": {"x": [1.0]}}, [("x", "score", str)]) == []
+
+
+def test_paired_cell_uses_the_per_seed_differences():
+    from scipy.stats import ttest_rel
+
+    a, b = [80.2, 70.4, 83.0], [66.9, 65.0, 70.2]  # a shared seed effect hides the gap from Welch
+    p = ttest_rel(a, b).pvalue
+    assert welch_cell(a, b, lambda d: f"{d:+.1f}", paired=True) == f"+10.5 (p {p:.2g})"
+    assert welch_cell(a, b[:2] + [1.0, 2.0], str, paired=True) == "–"  # unequal seeds cannot pair
+    lines = differences_table({"x": {"v": a}, "y": {"v": b}}, [("v", "v", str), ("v", "v paired", lambda d: f"{d:.1f}", "paired")],
+                              pairs=[("x", "y")])
+    assert lines[2] == "| a | b | Δ v | Δ v paired |" and lines[4].endswith(f"| 10.5 (p {p:.2g}) |")

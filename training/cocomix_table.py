@@ -31,6 +31,8 @@ METHODS = {  # run folder -> the keys that make the method (everything else from
     "cocomix-activation": ["method.name=cocomix", "teacher.select=activation"],
     "ntp": ["method.name=ntp"],
 }
+PAIRS = [("cocomix", "ntp"), ("cocomix-activation", "ntp"), ("cocomix-activation", "cocomix")]  # (a, b): a - b
+PRECISION = {"bf16": "bf16 autocast", "no": "fp32"}
 LABELS = {"ntp": "NTP (width-matched)", "cocomix": "CoCoMix (attribution labels)",
           "cocomix-activation": "CoCoMix (activation labels, Fig. 6a)"}
 
@@ -131,9 +133,37 @@ def collect(root: Path, methods: list[str]) -> tuple[list[dict], dict]:
             rows.append({"method": method, "seed": s["seed"], "parameters": s["parameters"],
                          "embedding_parameters": s.get("embedding_parameters"), "hidden_size": s["hidden_size"],
                          "vocab_size": s.get("vocab", {}).get("size"), "tokens_seen": s["tokens_seen"],
-                         "val_ppl": evals[-1]["val_ppl"], "train_seconds": s["train_seconds"]})
+                         "val_ppl": evals[-1]["val_ppl"], "train_seconds": s["train_seconds"],
+                         "precision": s.get("precision"), "torch_threads": s.get("torch_threads"),
+                         "teacher_bf16": s.get("teacher_bf16")})
             curves[f"{method} seed {s['seed']}"] = evals
     return rows, curves
+
+
+def threads_per_run(rows: list[dict], n_jobs: int) -> int | None:
+    """What the runs recorded, else what ``--jobs`` gave them (None: $PROBELAB_THREADS or 2)."""
+    recorded = {r["torch_threads"] for r in rows if r.get("torch_threads")}
+    if len(recorded) == 1:
+        return recorded.pop()
+    import os
+
+    return max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
+
+
+def precision_of(rows: list[dict], config: str, sets: list[str]) -> str:
+    """Students' and teacher's precision: recorded by the runs, else the config's resolved on this machine."""
+    students = {r["precision"] for r in rows if r.get("precision")}
+    teacher = {r["teacher_bf16"] for r in rows if r.get("teacher_bf16") is not None}
+    if not students or not teacher:
+        from probelab.train.cocomix import teacher_bf16
+        from probelab.train.config import load_config
+        from probelab.train.run import resolve_precision
+
+        cfg = load_config(config, ["run.recipe=cocomix", *sets])
+        students = students or {resolve_precision(cfg.train.precision)}
+        teacher = teacher or {teacher_bf16(cfg)}
+    return (f"students in {' / '.join(PRECISION.get(p, p) for p in sorted(students))}, teacher labels in "
+            + " / ".join("bf16 autocast" if t else "fp32" for t in sorted(teacher)))
 
 
 def mean_sd(values: list[float]) -> str:
@@ -145,7 +175,7 @@ def mean_sd(values: list[float]) -> str:
 def render(rows: list[dict], curves: dict, sae: dict, header: dict) -> str:
     lines = [f"# CoCoMix vs NTP on CPU, {len({r['seed'] for r in rows})} seed(s)", "",
              f"Made by `{header['command']}` (config `{header['config']}`, code at {header['commit']}, "
-             f"{header['date']}, {header['machine']}, {header['duration_min']:.0f} min).", "",
+             f"{header['date']}, {header['machine']}, {header['duration_min']:.0f} min; {header['precision']}).", "",
              f"Teacher SAE: `{sae['path']}` (weights sha256 {sae['sha256_16']}, {sae['d_sae']} latents, k {sae['k']}, "
              f"hook {sae['hook']}; held-out explained variance {sae['explained_variance']:.3f}, L0 {sae['l0']:.1f}, "
              f"dead {100 * sae['dead_fraction']:.1f}% over {sae['quality_tokens']:,} tokens).", "",
@@ -159,6 +189,17 @@ def render(rows: list[dict], curves: dict, sae: dict, header: dict) -> str:
         share = f"{100 * emb / rs[0]['parameters']:.0f}%" if emb else "–"
         lines.append(f"| {LABELS[method]} | {len(rs)} | {rs[0]['parameters'] / 1e6:.2f}M | {share} | "
                      f"{rs[0]['tokens_seen']:,} | {mean_sd([r['val_ppl'] for r in rs])} |")
+    from probelab.train.seed_stats import differences_table
+
+    values = {m: {"val_ppl": [r["val_ppl"] for r in sorted(rs, key=lambda r: r["seed"])]} for m, rs in by_method.items()}
+    if len({tuple(sorted(r["seed"] for r in rs)) for rs in by_method.values()}) > 1:  # different seeds: no pairing
+        columns = [("val_ppl", "held-out ppl", lambda d: f"{d:+.2f}")]
+    else:  # a seed fixes the data order for every method (and the initialisation for both CoCoMix runs)
+        columns = [("val_ppl", "held-out ppl (Welch)", lambda d: f"{d:+.2f}"),
+                   ("val_ppl", "held-out ppl (paired by seed)", lambda d: f"{d:+.2f}", "paired")]
+    diffs = differences_table(values, columns, LABELS, PAIRS)
+    if diffs:
+        lines += ["", *diffs]
     steps = sorted({e["tokens"] for ev in curves.values() for e in ev})
     lines += ["", "Held-out perplexity over tokens seen (mean ± sd over seeds):", "",
               "| tokens seen | " + " | ".join(LABELS[m] for m in by_method) + " |",
@@ -196,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         for *_, cmd in jobs:
             print(" ".join(cmd[1:]))
         return 0
-    t0 = time.time()
+    from probelab.train.provenance import git_commit
+
+    t0, commit = time.time(), git_commit()  # the code the runs start from
     failed = run_jobs(jobs, args.jobs)
     rows, curves = collect(root, args.methods)
     if not rows:
@@ -204,12 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from probelab.paths import atomic_write_text
     from probelab.train.curves import plot_curves
-    from probelab.train.provenance import git_commit, machine
+    from probelab.train.provenance import machine
 
-    commit = git_commit()
     header = {"command": " ".join(["python", "training/cocomix_table.py", *(argv if argv is not None else sys.argv[1:])]),
               "config": args.config, "commit": commit, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-              "machine": machine(),
+              "machine": machine(threads_per_run(rows, args.jobs)), "precision": precision_of(rows, args.config, args.sets),
               "duration_min": (time.time() - t0) / 60}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

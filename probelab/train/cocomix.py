@@ -474,6 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "embedding_parameters": int(unwrapped.get_input_embeddings().weight.numel()),
                    "label_select": cfg.teacher.select if cfg.method.name == "cocomix" else None,
                    "compression": compression_stats(unwrapped, val_blocks, cfg.eval.batch_size),
+                   "precision": str(acc.mixed_precision), "torch_threads": torch.get_num_threads(),
+                   "teacher_bf16": teacher_bf16(cfg) if cfg.method.name == "cocomix" else None,
                    "train_seconds": round(time.time() - t0, 1), "evals": read_jsonl(out / "evals.jsonl")}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         print(f"[train] done: {max(0, t.steps - start_step)} steps (step {last} of {t.steps}); wrote {out}", flush=True)

@@ -5,15 +5,16 @@ import os
 import subprocess
 
 
-def machine() -> str:
-    """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header."""
+def machine(threads: int | None = None) -> str:
+    """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header.
+    ``threads``: the threads each run had (default ``$PROBELAB_THREADS``, else 2)."""
     import torch
 
     from ..models.devices import cpu_model
 
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"{cpu_model()}, {os.cpu_count()} cores, {os.environ.get('PROBELAB_THREADS', '2')} threads per run"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {threads or os.environ.get('PROBELAB_THREADS', '2')} threads per run"
 
 
 def git_commit() -> str:

@@ -17,19 +17,25 @@ PAIRS = [
     ("stack", "lerp-mse"), ("hybrid", "lerp-mse"),
 ]
 NOTE = ("Differences between methods (a - b, means over the seeds; p: Welch's t-test on the per-seed "
-        "values, a rough guide with this few seeds; **bold** where p < 0.05):")
+        "values, or the paired t-test where a column says paired, a rough guide with this few seeds; "
+        "**bold** where p < 0.05):")
 
 
-def welch_cell(a: list[float], b: list[float], fmt: Callable[[float], str]) -> str:
-    """``fmt(mean(a) - mean(b)) (p P)``, bold when p < 0.05; ``–`` with fewer than two values a side."""
-    if len(a) < 2 or len(b) < 2:
+def welch_cell(a: list[float], b: list[float], fmt: Callable[[float], str], paired: bool = False) -> str:
+    """``fmt(mean(a) - mean(b)) (p P)``, bold when p < 0.05; ``–`` with fewer than two values a side.
+
+    ``paired``: ``a[i]`` and ``b[i]`` come from the same seed (same data order), so the test is the
+    paired t-test on the per-seed differences (``–`` unless both sides have the same number of seeds).
+    """
+    if len(a) < 2 or len(b) < 2 or (paired and len(a) != len(b)):
         return "–"
-    from scipy.stats import ttest_ind
+    from scipy.stats import ttest_ind, ttest_rel
 
     text = fmt(statistics.fmean(a) - statistics.fmean(b))
-    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
-        return text  # no spread on either side: the test is undefined
-    p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    spread = statistics.pstdev([x - y for x, y in zip(a, b)]) if paired else statistics.pstdev(a) + statistics.pstdev(b)
+    if spread == 0:
+        return text  # no spread: the test is undefined
+    p = float((ttest_rel(a, b) if paired else ttest_ind(a, b, equal_var=False)).pvalue)
     if not math.isfinite(p):
         return text
     text += f" (p {p:.2g})"
@@ -40,18 +46,20 @@ def differences_table(values: dict[str, dict[str, list[float]]], columns: list[t
                       label: dict[str, str] | None = None, pairs: list[tuple[str, str]] = PAIRS) -> list[str]:
     """Markdown lines (note, header, one row per pair with ≥2 seeds a side) or ``[]`` when no pair has.
 
-    ``values[method][column key]`` are the per-seed values; ``columns`` are ``(key, title, fmt)``.
+    ``values[method][column key]`` are the per-seed values (in seed order); ``columns`` are
+    ``(key, title, fmt)`` or ``(key, title, fmt, "paired")`` for a paired test (see :func:`welch_cell`).
     """
     label = label or {}
     rows = []
     for x, y in pairs:
         if x not in values or y not in values:
             continue
-        cells = [welch_cell(values[x].get(key, []), values[y].get(key, []), fmt) for key, _, fmt in columns]
+        cells = [welch_cell(values[x].get(c[0], []), values[y].get(c[0], []), c[2], paired=c[3:] == ("paired",))
+                 for c in columns]
         if all(c == "–" for c in cells):
             continue
         rows.append(f"| {label.get(x, x)} | {label.get(y, y)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    return [NOTE, "", "| a | b | " + " | ".join(f"Δ {title}" for _, title, _ in columns) + " |",
+    return [NOTE, "", "| a | b | " + " | ".join(f"Δ {c[1]}" for c in columns) + " |",
             "|---|---|" + "---|" * len(columns), *rows]
