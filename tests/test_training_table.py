@@ -120,3 +120,15 @@ def test_results_headers_name_the_machine_and_commit(tmp_path, monkeypatch):
     assert re.fullmatch(r"[0-9a-f]{4,40}", git_commit())  # this checkout
     monkeypatch.chdir(tmp_path)  # not a git checkout
     assert git_commit() == "unknown"
+
+
+def test_make_table_with_evals_switched_off(tmp_path):
+    """Runs trained only for their checkpoints (eval.*_n=0): dashes, no traceback."""
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for s in (0, 1):
+        fake_run(runs / "base" / f"seed-{s}", s, {}, None)
+        fake_run(runs / "full" / f"seed-{s}", s, {}, {"skill_acc": None})
+    proc = subprocess.run([sys.executable, "training/make_table.py", "--root", str(runs), "--out", str(out),
+                           "--name", "t", "--config", "cpu-long"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "| Full fine-tune | 2.0M | 10 | – → **–** | – → **–** (–) |" in (out / "t.md").read_text()

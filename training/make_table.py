@@ -86,7 +86,8 @@ def main() -> None:
             for key, _ in METRICS:
                 r[f"{key}_before"] = base.get(key)
                 r[f"{key}_after"] = final.get(key)
-            r["wiki_ppl_change_pct"] = round(100 * (final["wiki_ppl"] / base["wiki_ppl"] - 1), 2)
+            r["wiki_ppl_change_pct"] = (round(100 * (final["wiki_ppl"] / base["wiki_ppl"] - 1), 2)
+                                        if final.get("wiki_ppl") and base.get("wiki_ppl") else None)  # eval.wiki_n=0: none
             per_seed.append(r)
             tag = name if seed is None else f"{name} seed {seed}"
             curves[tag] = [{**base, "step": 0}] + ev
@@ -186,7 +187,8 @@ def render(rows: list[dict], root: Path, name: str = "cpu-small", cfg_file: Path
     ]
     for r in rows:
         sd = (lambda key: r.get(f"{key}_sd")) if several else (lambda key: None)
-        change = f"{r['wiki_ppl_change_pct']:+.1f}%" + (f" ± {sd('wiki_ppl_change_pct'):.1f}" if sd("wiki_ppl_change_pct") is not None else "")
+        change = "–" if r["wiki_ppl_change_pct"] is None else (
+            f"{r['wiki_ppl_change_pct']:+.1f}%" + (f" ± {sd('wiki_ppl_change_pct'):.1f}" if sd("wiki_ppl_change_pct") is not None else ""))
         lines.append(
             f"| {r['method']} | {r['trainable_params'] / 1e6:.1f}M | {r['train_seconds']:.0f} | "
             f"{fmt(r['skill_acc_before'], True, sd('skill_acc_before'))} → **{fmt(r['skill_acc_after'], True, sd('skill_acc_after'))}** | "
