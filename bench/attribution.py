@@ -176,6 +176,7 @@ def main() -> None:
               f"of its {dtype_of(name)} ceiling")
     print(f"best path {best}: {100 * rates[best] * per_token / (best_peak * 1e9):.0f}% of the best dtype's ceiling "
           f"({best_peak * 1e9 / per_token:.0f} tokens/s; target 80%)")
+    compare_ce(model, sae, batch, bmask, torch.bfloat16 if dtype_of(best) == "bf16" else None)
     if args.profile:
         profile_pass(model, sae, batch, bmask, torch.bfloat16 if dtype_of(best) == "bf16" else None,
                      per_token * batch.numel(), best_peak)
@@ -217,6 +218,34 @@ def profile_pass(model, sae, batch, bmask, autocast, flops: float, peak: float) 
     print(f"matmul floor: the pass's matmuls timed alone take {floor:.2f} s of its {plain:.2f} s "
           f"({100 * floor / plain:.0f}%); the FLOP ceiling at the best shape's peak is {flops / (peak * 1e9):.2f} s, "
           f"so even with zero non-matmul time a pass reaches at most {100 * flops / (peak * 1e9) / floor:.0f}% of the ceiling")
+
+
+def compare_ce(model, sae, batch, bmask, autocast) -> None:
+    """One official pass with the chunked per-token CE (probelab.sae.token_ce) against the same pass with
+    F.cross_entropy on fp32-upcast logits, interleaved, best of 3 each."""
+    import torch.nn.functional as F
+
+    from probelab.sae import attribute
+    from probelab.sae import attribution as attribution_module
+
+    chunked = attribution_module.token_cross_entropy
+
+    def upcast(logits, targets, ignore_index=-100):
+        return F.cross_entropy(logits.float(), targets, reduction="none", ignore_index=ignore_index)
+
+    times: dict[str, list[float]] = {"chunked": [], "F.cross_entropy": []}
+    try:
+        for _ in range(3):
+            for name, fn in (("chunked", chunked), ("F.cross_entropy", upcast)):
+                attribution_module.token_cross_entropy = fn
+                t0 = time.perf_counter()
+                attribute(model, sae, batch, bmask, "official", autocast=autocast, attention="eager")
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        attribution_module.token_cross_entropy = chunked
+    a, b = min(times["chunked"]), min(times["F.cross_entropy"])
+    print(f"one official pass ({'bf16' if autocast else 'fp32'}): chunked CE {a:.2f} s, F.cross_entropy on upcast "
+          f"logits {b:.2f} s ({b / a:.2f}x)")
 
 
 def matmul_floor(prof, dtype: torch.dtype) -> float:

@@ -33,7 +33,6 @@ import weakref
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from ..capture import position_ids_from_mask
 from ..errors import ProbelabError
@@ -43,6 +42,7 @@ from .diagonal import diagonal_gradients
 from .encode import encode_parts, latent_grad
 from .load import check_sae_fits
 from .teacher import residual_leaf
+from .token_ce import token_cross_entropy
 
 IGNORE_LABEL = -100  # label of positions with no next token (padding, the last real token)
 CAST_WEIGHTS_ONCE = True  # under autocast, matmul weights are cast once per model and kept (see _autocast_weights)
@@ -108,14 +108,14 @@ def next_token_losses(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch
     mask = mask.bool()
     valid = torch.zeros_like(mask)
     valid[:, :-1] = mask[:, :-1] & mask[:, 1:]
-    dtype = torch.promote_types(logits.dtype, torch.float32)
     # targets aligned with the logits (the next id, -100 where there is none): the CE reads the logits
-    # in place, with no shifted [tokens, vocab] copy in the forward and no scatter of it in the backward
+    # in place, with no shifted [tokens, vocab] copy in the forward and no scatter of it in the backward,
+    # and in row chunks (probelab.sae.token_ce), with no full-size fp32 temporaries
     targets = torch.full_like(input_ids, IGNORE_LABEL)
     targets[:, :-1] = input_ids[:, 1:]
     targets = targets.masked_fill(~valid, IGNORE_LABEL)
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(dtype), targets.reshape(-1),
-                             reduction="none", ignore_index=IGNORE_LABEL).view(mask.shape)
+    losses = token_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=IGNORE_LABEL).view(mask.shape)
     return losses, valid
 
 
