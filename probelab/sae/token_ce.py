@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 20  # fp32 elements of one chunk's temporary (4 MiB): rows = this // vocab
+CHUNK_ELEMENTS = 1 << 20  # fp32 elements of one chunk's buffer on a CPU (4 MiB, cache-sized): rows = this // vocab
+GPU_CHUNK_ELEMENTS = 1 << 26  # on an accelerator (256 MiB): few kernel launches even for a 128k vocabulary
+
+
+def _chunk_rows(logits: torch.Tensor) -> int:
+    elements = CHUNK_ELEMENTS if logits.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+    return max(1, elements // logits.shape[1])
 
 
 class _TokenCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
         n, vocab = logits.shape
-        rows = max(1, CHUNK_ELEMENTS // vocab)
+        rows = _chunk_rows(logits)
         buf = torch.empty(min(rows, n), vocab, dtype=torch.float32, device=logits.device)  # one, reused
         lse = torch.empty(n, dtype=torch.float32, device=logits.device)
         for s in range(0, n, rows):
