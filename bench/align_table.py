@@ -97,7 +97,7 @@ def main() -> None:
     from probelab.analysis import compare, run_alignment
     from probelab.errors import ProbelabError
     from probelab.paths import atomic_write_text
-    from probelab.train.seed_stats import differences_table
+    from probelab.train.seed_stats import differences_table, per_seed
 
     runs = Path(args.runs)
     finals = find_finals(runs)
@@ -151,13 +151,8 @@ def main() -> None:
         cells = [mean_sd([r[c] for r in rs if isinstance(r.get(c), float)]) for c in cols]
         note = next((r["note"] for r in rs if r.get("note")), "-")
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + f" | {note} |")
-    values: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        for key in ("vs base", "branches"):
-            if isinstance(r.get(key), float) and r.get("seed") is not None:
-                values.setdefault(r["tag"], {}).setdefault(key, []).append(r[key])
     fmt = lambda d: f"{d:+.4f}"  # noqa: E731
-    diffs = differences_table(values, [("vs base", "vs base", fmt), ("branches", "branches", fmt)],
+    diffs = differences_table(per_seed(rows, "tag", ("vs base", "branches")), [("vs base", "vs base", fmt), ("branches", "branches", fmt)],
                               {r["tag"]: r["checkpoint"] for r in rows})
     if diffs:
         lines += ["", *diffs]

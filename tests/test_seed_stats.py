@@ -37,3 +37,11 @@ def test_paired_cell_uses_the_per_seed_differences():
     lines = differences_table({"x": {"v": a}, "y": {"v": b}}, [("v", "v", str), ("v", "v paired", lambda d: f"{d:.1f}", "paired")],
                               pairs=[("x", "y")])
     assert lines[2] == "| a | b | Δ v | Δ v paired |" and lines[4].endswith(f"| 10.5 (p {p:.2g}) |")
+
+
+def test_per_seed_groups_in_seed_order_and_skips_missing_values():
+    from probelab.train.seed_stats import per_seed
+
+    rows = [{"m": "a", "seed": 2, "x": 3.0}, {"m": "a", "seed": 0, "x": 1.0, "y": None},
+            {"m": "b", "seed": 1, "x": 5.0, "y": 0.5}, {"m": "base", "seed": None, "x": 9.0}]
+    assert per_seed(rows, "m", ["x", "y"]) == {"a": {"x": [1.0, 3.0]}, "b": {"x": [5.0], "y": [0.5]}}

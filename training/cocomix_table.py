@@ -32,7 +32,6 @@ METHODS = {  # run folder -> the keys that make the method (everything else from
     "ntp": ["method.name=ntp"],
 }
 PAIRS = [("cocomix", "ntp"), ("cocomix-activation", "ntp"), ("cocomix-activation", "cocomix")]  # (a, b): a - b
-PRECISION = {"bf16": "bf16 autocast", "no": "fp32"}
 LABELS = {"ntp": "NTP (width-matched)", "cocomix": "CoCoMix (attribution labels)",
           "cocomix-activation": "CoCoMix (activation labels, Fig. 6a)"}
 
@@ -83,6 +82,13 @@ def run_one(folder: Path, cmd: list[str], threads: int | None) -> int:
         return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
+def pool_threads(n_jobs: int) -> int:
+    """CPU threads each of ``n_jobs`` parallel runs gets."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // n_jobs)
+
+
 def run_jobs(jobs: list, n_jobs: int) -> list[str]:
     """Run every job, ``n_jobs`` at a time with the CPU threads split between them; the failed folders.
 
@@ -90,7 +96,6 @@ def run_jobs(jobs: list, n_jobs: int) -> list[str]:
     (``run.stop_after=1``): that builds the label cache the other labelled runs read, so no two
     processes label the corpus at once. It then resumes in the pool like any interrupted run.
     """
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     failed = []
@@ -112,7 +117,7 @@ def run_jobs(jobs: list, n_jobs: int) -> list[str]:
             done(folder, code)
             failed += [str(f) for _, _, f, _ in labelled[1:]]
             jobs = [j for j in jobs if j[0] == "ntp"]
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    threads = pool_threads(n_jobs)
     with ThreadPoolExecutor(n_jobs) as pool:
         futures = [(folder, pool.submit(run_one, folder, cmd, threads)) for _, _, folder, cmd in jobs]
         for folder, fut in futures:
@@ -145,9 +150,7 @@ def threads_per_run(rows: list[dict], n_jobs: int) -> int | None:
     recorded = {r["torch_threads"] for r in rows if r.get("torch_threads")}
     if len(recorded) == 1:
         return recorded.pop()
-    import os
-
-    return max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
+    return pool_threads(n_jobs) if n_jobs > 1 else None
 
 
 def precision_of(rows: list[dict], config: str, sets: list[str]) -> str:
@@ -162,6 +165,8 @@ def precision_of(rows: list[dict], config: str, sets: list[str]) -> str:
         cfg = load_config(config, ["run.recipe=cocomix", *sets])
         students = students or {resolve_precision(cfg.train.precision)}
         teacher = teacher or {teacher_bf16(cfg)}
+    from probelab.train.provenance import PRECISION
+
     return (f"students in {' / '.join(PRECISION.get(p, p) for p in sorted(students))}, teacher labels in "
             + " / ".join("bf16 autocast" if t else "fp32" for t in sorted(teacher)))
 
@@ -189,9 +194,9 @@ def render(rows: list[dict], curves: dict, sae: dict, header: dict) -> str:
         share = f"{100 * emb / rs[0]['parameters']:.0f}%" if emb else "–"
         lines.append(f"| {LABELS[method]} | {len(rs)} | {rs[0]['parameters'] / 1e6:.2f}M | {share} | "
                      f"{rs[0]['tokens_seen']:,} | {mean_sd([r['val_ppl'] for r in rs])} |")
-    from probelab.train.seed_stats import differences_table
+    from probelab.train.seed_stats import differences_table, per_seed
 
-    values = {m: {"val_ppl": [r["val_ppl"] for r in sorted(rs, key=lambda r: r["seed"])]} for m, rs in by_method.items()}
+    values = per_seed(rows, "method", ["val_ppl"])
     if len({tuple(sorted(r["seed"] for r in rs)) for rs in by_method.values()}) > 1:  # different seeds: no pairing
         columns = [("val_ppl", "held-out ppl", lambda d: f"{d:+.2f}")]
     else:  # a seed fixes the data order for every method (and the initialisation for both CoCoMix runs)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from probelab.paths import atomic_write_text
-from probelab.train.provenance import git_commit, machine
+from probelab.train.provenance import PRECISION, git_commit, machine
 from probelab.train.curves import plot_curves, read_jsonl
 
 LABELS = {  # run folder -> row label, in table order
@@ -132,21 +132,14 @@ def fmt(v, pct=False, sd=None):
     return text
 
 
-PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf16 where native, else fp32)"}
-
-
 SPREAD = [("skill_acc_after", "add3 acc", True), ("wiki_ppl_change_pct", "wiki ppl change", False)]
 
 
 def spread_section(seed_rows: list[dict]) -> list[str]:
     """Which differences between methods exceed the seed spread (:mod:`probelab.train.seed_stats`)."""
-    from probelab.train.seed_stats import differences_table
+    from probelab.train.seed_stats import differences_table, per_seed
 
-    values: dict[str, dict[str, list[float]]] = {}
-    for r in seed_rows:
-        for key, _, _ in SPREAD:
-            if r.get(key) is not None:
-                values.setdefault(r["run"], {}).setdefault(key, []).append(r[key])
+    values = per_seed(seed_rows, "run", [key for key, _, _ in SPREAD])
     columns = [(key, name, (lambda d: f"{100 * d:+.1f} points") if pct else (lambda d: f"{d:+.2f} pp"))
                for key, name, pct in SPREAD]
     return differences_table(values, columns, {r["run"]: r["method"] for r in seed_rows})

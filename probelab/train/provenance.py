@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 
+# train.precision (a config's, or Accelerate's resolved one) -> how a results header says it
+PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "auto": "precision auto (bf16 where native, else fp32)"}
+
 
 def machine(threads: int | None = None) -> str:
     """``CPU model, N cores, T threads per run`` (or the GPUs) of this machine, for a results header.

@@ -21,6 +21,18 @@ NOTE = ("Differences between methods (a - b, means over the seeds; p: Welch's t-
         "**bold** where p < 0.05):")
 
 
+def per_seed(rows: list[dict], group: str, keys) -> dict[str, dict[str, list[float]]]:
+    """``{row[group]: {key: [value per seed, in seed order]}}`` over the rows that have a seed, keeping
+    only numeric values (a metric a run did not measure is left out): what :func:`differences_table` reads."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in sorted((r for r in rows if r.get("seed") is not None), key=lambda r: r["seed"]):
+        for key in keys:
+            v = r.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.setdefault(r[group], {}).setdefault(key, []).append(float(v))
+    return out
+
+
 def welch_cell(a: list[float], b: list[float], fmt: Callable[[float], str], paired: bool = False) -> str:
     """``fmt(mean(a) - mean(b)) (p P)``, bold when p < 0.05; ``–`` with fewer than two values a side.
 

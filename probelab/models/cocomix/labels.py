@@ -69,8 +69,8 @@ def label_blocks(labeler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     key = SHARD_KEYS[select]
     shards = []
     starts = range(0, blocks.shape[0], shard_size)
-    missing = any(not (folder / f"shard-{n:05d}.safetensors").is_file() for n in range(len(starts)))
-    if missing and select != "attribution" and not hasattr(labeler, "label_sets"):
+    if (select != "attribution" and not hasattr(labeler, "label_sets")
+            and any(not (folder / f"shard-{n:05d}.safetensors").is_file() for n in range(len(starts)))):
         raise ProbelabError(f"this labeler gives no {select} labels (it has no label_sets)")  # before any work
     for n, start in enumerate(tqdm(starts, desc="teacher labels", unit="shard", disable=not progress)):
         path = folder / f"shard-{n:05d}.safetensors"
