@@ -19,7 +19,9 @@ With bf16 it also times one official bf16 batch with the matmul weights cast onc
 ``--profile`` adds a torch.profiler breakdown of one pass in the fastest dtype by kind of op
 (matmuls, casts/copies, elementwise, softmax/CE) and the *matmul floor*: every matmul of the pass
 (its shapes recorded by the profiler) timed alone, best of 5, summed: the time the matmuls need at
-the speed this CPU reaches on those shapes, which is what a pass could at best approach. Profile on a quiet machine: under heavy load every op, however small,
+the speed this CPU reaches on those shapes, which is what a pass could at best approach; and the
+matmuls' self time inside the pass against the ceiling, with the time the other ops would have to
+fit in for the pass to reach 80%. Profile on a quiet machine: under heavy load every op, however small,
 takes a scheduler slice and the breakdown says nothing.
 """
 from __future__ import annotations
@@ -209,6 +211,13 @@ def profile_pass(model, sae, batch, bmask, autocast, flops: float, peak: float) 
     print(f"profile of one official pass ({total / 1e6:.2f} s self CPU time, {wall:.2f} s wall under the profiler):")
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:18s} {100 * t / total:5.1f}%")
+    # the pass's own matmuls, at the speed they run inside it: with every other op taking zero time,
+    # this is the best fraction of the ceiling the pass could reach
+    in_pass = by_kind.get("matmul", 0.0) / 1e6
+    ceiling_s = flops / (peak * 1e9)
+    print(f"  matmuls inside the pass: {in_pass:.2f} s self time, i.e. {100 * ceiling_s / in_pass:.0f}% of the best "
+          f"shape's peak; the other ops take {(total / 1e6) - in_pass:.2f} s, and a pass can reach 80% of the "
+          f"ceiling only if they take at most {max(0.0, ceiling_s / 0.8 - in_pass):.2f} s")
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
     print("  top ops: " + ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.1f}%" for e in top))
     floor = matmul_floor(prof, autocast or torch.float32)
