@@ -178,10 +178,10 @@ def main() -> None:
               f"of its {dtype_of(name)} ceiling")
     print(f"best path {best}: {100 * rates[best] * per_token / (best_peak * 1e9):.0f}% of the best dtype's ceiling "
           f"({best_peak * 1e9 / per_token:.0f} tokens/s; target 80%)")
-    compare_ce(model, sae, batch, bmask, torch.bfloat16 if dtype_of(best) == "bf16" else None)
+    best_amp = torch.bfloat16 if dtype_of(best) == "bf16" else None
+    compare_ce(model, sae, batch, bmask, best_amp)
     if args.profile:
-        profile_pass(model, sae, batch, bmask, torch.bfloat16 if dtype_of(best) == "bf16" else None,
-                     per_token * batch.numel(), best_peak)
+        profile_pass(model, sae, batch, bmask, best_amp, per_token * batch.numel(), best_peak)
 
 
 KINDS = {"matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::linear"),
@@ -225,8 +225,8 @@ def profile_pass(model, sae, batch, bmask, autocast, flops: float, peak: float) 
     attribute(model, sae, batch, bmask, "official", autocast=autocast, attention="eager")
     plain = time.perf_counter() - t0
     print(f"matmul floor: the pass's matmuls timed alone take {floor:.2f} s of its {plain:.2f} s "
-          f"({100 * floor / plain:.0f}%); the FLOP ceiling at the best shape's peak is {flops / (peak * 1e9):.2f} s, "
-          f"so even with zero non-matmul time a pass reaches at most {100 * flops / (peak * 1e9) / floor:.0f}% of the ceiling")
+          f"({100 * floor / plain:.0f}%); the FLOP ceiling at the best shape's peak is {ceiling_s:.2f} s, "
+          f"so even with zero non-matmul time a pass reaches at most {100 * ceiling_s / floor:.0f}% of the ceiling")
 
 
 def compare_ce(model, sae, batch, bmask, autocast) -> None:

@@ -95,5 +95,6 @@ def main() -> None:
         print(f"{name:13s} {t:.2f} s per pass ({n / t:4.0f} tokens/s, {base / t:.2f}x autocast); "
               f"gradient cosine to fp32 {cos:.4f}")
 
+
 if __name__ == "__main__":
     main()

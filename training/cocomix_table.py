@@ -168,7 +168,7 @@ def precision_of(rows: list[dict], config: str, sets: list[str]) -> str:
     from probelab.train.provenance import PRECISION
 
     return (f"students in {' / '.join(PRECISION.get(p, p) for p in sorted(students))}, teacher labels in "
-            + " / ".join("bf16 autocast" if t else "fp32" for t in sorted(teacher)))
+            + " / ".join(PRECISION["bf16" if t else "no"] for t in sorted(teacher)))
 
 
 def mean_sd(values: list[float]) -> str:
